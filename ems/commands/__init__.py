@@ -1,0 +1,1 @@
+"""Sub-commands of the ``ems`` CLI, one module each (see :mod:`ems.cli`)."""

@@ -1,0 +1,392 @@
+"""Site configuration: the validated description of one site, loaded from YAML.
+
+Every key carries its unit in its name (``max_discharge_kw``, ``capacity_kwh``, ``min_soc_pct``).
+Unknown keys are errors with a "did you mean" hint; every error names the file, the line, the key
+path, the bad value and what is allowed, and all errors of a file are reported together
+(:func:`load_site`). Nothing here repairs a bad value.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import zoneinfo
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from ems.errors import ConfigError, Problem
+from ems.tariff import Tariff, load_tariff
+from ems.yamlio import LineMap, line_of, load_yaml, validate
+
+DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+_HHMM = re.compile(r"^(?:(mon|tue|wed|thu|fri|sat|sun) )?([01]\d|2[0-3]):([0-5]\d)$")
+
+
+class Strict(BaseModel):
+    """Base of every config section: unknown keys are errors, values are not coerced silently."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def parse_clock(text: str) -> tuple[int | None, dt.time]:
+    """Parse ``"HH:MM"`` or ``"mon HH:MM"`` into (weekday 0=Mon or None, time)."""
+    m = _HHMM.match(text)
+    if not m:
+        raise ValueError(f"expected a time 'HH:MM' (24 h), optionally with a weekday 'mon 07:30'; got {text!r}")
+    day = DAYS.index(m.group(1)) if m.group(1) else None
+    return day, dt.time(int(m.group(2)), int(m.group(3)))
+
+
+class SiteSection(Strict):
+    """Where the site is: name, IANA time zone, position for the PV model."""
+
+    name: str = Field(min_length=1)
+    timezone: str = "Asia/Tokyo"
+    latitude_deg: float = Field(ge=-90, le=90)
+    longitude_deg: float = Field(ge=-180, le=180)
+    altitude_m: float = Field(default=0.0, ge=-500, le=9000)
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, v: str) -> str:
+        try:
+            zoneinfo.ZoneInfo(v)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone; use an IANA name such as 'Asia/Tokyo'") from None
+        return v
+
+
+class GridSection(Strict):
+    """The grid connection: import limit (contract or breaker) and export limit in kW."""
+
+    import_limit_kw: float = Field(gt=0)
+    export_limit_kw: float = Field(default=0.0, ge=0)
+    vehicle_export_allowed: bool = False
+
+
+class PvArray(Strict):
+    """One PV array: DC size, orientation and losses (pvlib PVWatts-style model)."""
+
+    name: str = Field(min_length=1)
+    capacity_kwp: float = Field(gt=0, le=10000)
+    tilt_deg: float = Field(ge=0, le=90)
+    azimuth_deg: float = Field(ge=0, lt=360, description="0 = north, 90 = east, 180 = south")
+    dc_loss_pct: float = Field(default=14.0, ge=0, lt=100)
+    inverter_efficiency_pct: float = Field(default=96.0, gt=50, le=100)
+    ac_capacity_kw: float | None = Field(default=None, gt=0)
+    temperature_coefficient_pct_per_c: float = Field(default=-0.37, ge=-1, le=0)
+
+
+class Circuit(Strict):
+    """A critical circuit kept alive in an outage (Kobe model: chosen before the disaster)."""
+
+    name: str = Field(min_length=1)
+    watts: float = Field(gt=0, le=100000)
+
+
+class LoadSection(Strict):
+    """Building load: where its history comes from, and the critical circuits."""
+
+    history_csv: str | None = None
+    history_column: str = "load_kw"
+    critical_circuits: list[Circuit] = Field(default_factory=list)
+
+    @property
+    def critical_kw(self) -> float:
+        """Sum of the critical circuits [kW]."""
+        return sum(c.watts for c in self.critical_circuits) / 1000.0
+
+
+class SimulatorAdapter(Strict):
+    """The built-in simulated V2H unit (a real Modbus TCP server started in-process)."""
+
+    kind: Literal["simulator"]
+    host: str = "127.0.0.1"
+    port: int = Field(default=0, ge=0, le=65535, description="0 = any free port")
+    unit_id: int = Field(default=1, ge=1, le=247)
+    profile: str = "sunspec"
+
+
+class ModbusTcpAdapter(Strict):
+    """A real device over Modbus TCP."""
+
+    kind: Literal["modbus_tcp"]
+    host: str = Field(min_length=1)
+    port: int = Field(default=502, ge=1, le=65535)
+    unit_id: int = Field(default=1, ge=0, le=255)
+    profile: str = "sunspec"
+    timeout_s: float = Field(default=1.0, gt=0, le=60)
+    reversion_timeout_s: float = Field(default=60.0, ge=5, le=3600)
+
+
+class ModbusRtuAdapter(Strict):
+    """A real device over Modbus RTU (RS-485)."""
+
+    kind: Literal["modbus_rtu"]
+    serial_port: str = Field(min_length=1)
+    baudrate: int = Field(default=19200, ge=1200, le=115200)
+    parity: Literal["N", "E", "O"] = "E"
+    unit_id: int = Field(default=1, ge=1, le=247)
+    profile: str = "sunspec"
+    timeout_s: float = Field(default=1.0, gt=0, le=60)
+    reversion_timeout_s: float = Field(default=60.0, ge=5, le=3600)
+
+
+Adapter = Annotated[SimulatorAdapter | ModbusTcpAdapter | ModbusRtuAdapter, Field(discriminator="kind")]
+
+
+class Charger(Strict):
+    """A bidirectional V2H/V2B unit (e.g. Nichicon VCG-666CN7: 6 kW both ways)."""
+
+    id: str = Field(pattern=r"^[A-Za-z][A-Za-z0-9_-]*$")
+    model: str = ""
+    max_charge_kw: float = Field(gt=0, le=50)
+    max_discharge_kw: float = Field(ge=0, le=50)
+    charge_efficiency_pct: float = Field(default=95.0, gt=50, le=100)
+    discharge_efficiency_pct: float = Field(default=95.0, gt=50, le=100)
+    islanded_rating_kw: float = Field(default=0.0, ge=0, le=50)
+    adapter: Adapter = Field(default_factory=lambda: SimulatorAdapter(kind="simulator"))
+
+
+class PlugWindow(Strict):
+    """A weekly window in which a vehicle is plugged in.
+
+    ``days`` are the days it arrives; ``arrive`` and ``depart`` are local clock times. A departure
+    at or before the arrival time is on the next day; ``"mon 07:30"`` names the departure day
+    (e.g. plugged in Friday evening, leaving Monday morning). At departure the vehicle must hold
+    ``departure_soc_pct`` or enough for ``departure_range_km``. Energy used while away before this
+    arrival is given as ``trip_km`` (converted with the vehicle's km/kWh) or as the expected
+    ``arrival_soc_pct``.
+    """
+
+    days: list[Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]] = Field(min_length=1)
+    arrive: str
+    depart: str
+    departure_soc_pct: float | None = Field(default=None, ge=0, le=100)
+    departure_range_km: float | None = Field(default=None, ge=0, le=2000)
+    trip_km: float | None = Field(default=None, ge=0, le=2000)
+    arrival_soc_pct: float | None = Field(default=None, ge=0, le=100)
+    on_holidays: bool = Field(default=True, description="false: the window is skipped on public holidays (workplaces)")
+
+    @field_validator("arrive")
+    @classmethod
+    def _arrive_clock(cls, v: str) -> str:
+        day, _ = parse_clock(v)
+        if day is not None:
+            raise ValueError("arrive is a time 'HH:MM' on each of the listed days; put the days in 'days'")
+        return v
+
+    @field_validator("depart")
+    @classmethod
+    def _depart_clock(cls, v: str) -> str:
+        parse_clock(v)
+        return v
+
+    @model_validator(mode="after")
+    def _one_target(self) -> PlugWindow:
+        if (self.departure_soc_pct is None) == (self.departure_range_km is None):
+            raise ValueError("give exactly one of departure_soc_pct or departure_range_km")
+        if self.trip_km is not None and self.arrival_soc_pct is not None:
+            raise ValueError("give at most one of trip_km or arrival_soc_pct")
+        return self
+
+    def depart_offset(self, arrival_day: int) -> dt.timedelta:
+        """Time from arrival (on weekday ``arrival_day``) to departure."""
+        dday, dtime = parse_clock(self.depart)
+        _, atime = parse_clock(self.arrive)
+        a = dt.timedelta(hours=atime.hour, minutes=atime.minute)
+        d = dt.timedelta(hours=dtime.hour, minutes=dtime.minute)
+        if dday is None:
+            return d - a if d > a else d - a + dt.timedelta(days=1)
+        days = (dday - arrival_day) % 7
+        off = d - a + dt.timedelta(days=days)
+        return off if off > dt.timedelta(0) else off + dt.timedelta(days=7)
+
+
+class Vehicle(Strict):
+    """An EV or PHEV: usable capacity, SOC limits, efficiency, and its weekly plug-in windows."""
+
+    id: str = Field(pattern=r"^[A-Za-z][A-Za-z0-9_-]*$")
+    model: str = ""
+    capacity_kwh: float = Field(gt=0, le=300)
+    min_soc_pct: float = Field(default=20.0, ge=0, le=100)
+    max_soc_pct: float = Field(default=100.0, gt=0, le=100)
+    efficiency_km_per_kwh: float = Field(default=6.0, gt=0, le=20)
+    max_charge_kw: float | None = Field(default=None, gt=0)
+    max_discharge_kw: float | None = Field(default=None, ge=0)
+    wear_cost_per_kwh: float = Field(
+        default=8.7, ge=0,
+        description="battery wear per kWh discharged: 139 USD/kWh pack (BNEF 2023) / (3,000 cycles x 80 % DoD) at 150 JPY/USD",
+    )
+    chargers: list[str] = Field(default_factory=list, description="chargers it may use; empty = any")
+    windows: list[PlugWindow] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _soc_order(self) -> Vehicle:
+        if self.min_soc_pct >= self.max_soc_pct:
+            raise ValueError(f"min_soc_pct ({self.min_soc_pct}) must be below max_soc_pct ({self.max_soc_pct})")
+        return self
+
+    def target_kwh(self, window: PlugWindow) -> float:
+        """Energy the vehicle must hold at the window's departure [kWh], capped at max SOC."""
+        if window.departure_soc_pct is not None:
+            need = window.departure_soc_pct / 100 * self.capacity_kwh
+        else:
+            need = self.min_soc_pct / 100 * self.capacity_kwh + (window.departure_range_km or 0) / self.efficiency_km_per_kwh
+        return need
+
+
+class OutageSection(Strict):
+    """Energy held back in plugged-in vehicles to carry the critical load through an outage."""
+
+    reserve_hours: float = Field(default=0.0, ge=0, le=24 * 14)
+    mode: Literal["hard", "soft"] = "hard"
+    soft_penalty_per_kwh: float = Field(default=100.0, ge=0, description="cost of each kWh of reserve shortfall (soft mode)")
+    value_of_lost_load_per_kwh: float = Field(default=1000.0, ge=0, description="cost of each kWh of critical load not served in an outage")
+
+
+class PlannerSection(Strict):
+    """The optimisation: step, horizon, solver limits."""
+
+    step_minutes: Literal[15, 30] = 30
+    horizon_hours: float = Field(default=48.0, ge=1, le=24 * 31)
+    solver_time_limit_s: float = Field(default=10.0, gt=0, le=3600)
+    mip_gap_pct: float = Field(default=0.01, ge=0, le=50)
+    require_final_soc_at_least_initial: bool = False
+    terminal_value_per_kwh: float | None = Field(
+        default=None, ge=0, description="value of energy left in the cars at the horizon end; default: the horizon's mean import price",
+    )
+
+    @model_validator(mode="after")
+    def _whole_steps(self) -> PlannerSection:
+        steps = self.horizon_hours * 60 / self.step_minutes
+        if abs(steps - round(steps)) > 1e-9:
+            raise ValueError(f"horizon_hours ({self.horizon_hours}) must be a whole number of {self.step_minutes}-minute steps")
+        return self
+
+
+class DaemonSection(Strict):
+    """The gateway daemon: intervals and the store."""
+
+    dispatch_interval_s: float = Field(default=5.0, ge=0.5, le=300)
+    heartbeat_interval_s: float = Field(default=10.0, ge=1, le=600)
+    forecast_refresh_minutes: float = Field(default=30.0, ge=1, le=1440)
+    database: str = "ems.sqlite"
+    retention_days: int = Field(default=400, ge=1, le=3650)
+    peak_guard_margin_kw: float = Field(default=0.5, ge=0, le=1000)
+
+
+class SiteConfig(Strict):
+    """A whole site. ``tariff`` is a file path (relative to this file) or an inline mapping."""
+
+    site: SiteSection
+    grid: GridSection
+    tariff: Tariff
+    pv: list[PvArray] = Field(default_factory=list)
+    load: LoadSection = Field(default_factory=LoadSection)
+    chargers: list[Charger] = Field(default_factory=list)
+    vehicles: list[Vehicle] = Field(default_factory=list)
+    outage: OutageSection = Field(default_factory=OutageSection)
+    planner: PlannerSection = Field(default_factory=PlannerSection)
+    daemon: DaemonSection = Field(default_factory=DaemonSection)
+    source: str = Field(default="", exclude=True, description="the file this config came from")
+
+    @model_validator(mode="after")
+    def _cross_refs(self) -> SiteConfig:
+        ids = [c.id for c in self.chargers]
+        if len(set(ids)) != len(ids):
+            raise ValueError(f"charger ids must be unique; got {ids}")
+        vids = [v.id for v in self.vehicles]
+        if len(set(vids)) != len(vids):
+            raise ValueError(f"vehicle ids must be unique; got {vids}")
+        return self
+
+    @property
+    def zone(self) -> zoneinfo.ZoneInfo:
+        """The site's time zone."""
+        return zoneinfo.ZoneInfo(self.site.timezone)
+
+    def charger(self, charger_id: str) -> Charger:
+        """The charger with this id."""
+        return next(c for c in self.chargers if c.id == charger_id)
+
+
+def _resolve_paths(data: dict[str, Any], base: Path, where: str, lines: LineMap) -> list[Problem]:
+    """Replace the tariff file reference by its content; make relative paths absolute."""
+    problems: list[Problem] = []
+    tariff = data.get("tariff")
+    if isinstance(tariff, str):
+        tpath = (base / tariff).resolve()
+        try:
+            data["tariff"] = load_tariff(tpath).model_dump()
+        except ConfigError as exc:
+            problems.extend(exc.problems)
+            data["tariff"] = None
+            problems.append(Problem(where, line_of(lines, ("tariff",)), "tariff", tariff,
+                                    "the tariff file it names is invalid (see above)"))
+    load = data.get("load")
+    if isinstance(load, dict) and isinstance(load.get("history_csv"), str):
+        hist = (base / load["history_csv"]).resolve()
+        if not hist.is_file():
+            problems.append(Problem(where, line_of(lines, ("load", "history_csv")), "load.history_csv",
+                                    load["history_csv"], f"no such file ({hist}); give a path relative to this file"))
+        load["history_csv"] = str(hist)
+    daemon = data.get("daemon")
+    if isinstance(daemon, dict) and isinstance(daemon.get("database"), str) and "://" not in daemon["database"]:
+        daemon["database"] = str((base / daemon["database"]).resolve())
+    return problems
+
+
+def _check_vehicle_refs(cfg_data: dict[str, Any], where: str, lines: LineMap) -> list[Problem]:
+    """Vehicles may only name chargers that exist."""
+    problems = []
+    ids = {c.get("id") for c in cfg_data.get("chargers") or [] if isinstance(c, dict)}
+    for i, v in enumerate(cfg_data.get("vehicles") or []):
+        if not isinstance(v, dict):
+            continue
+        for j, cid in enumerate(v.get("chargers") or []):
+            if cid not in ids:
+                loc = ("vehicles", i, "chargers", j)
+                problems.append(Problem(where, line_of(lines, loc), f"vehicles[{i}].chargers[{j}]", cid,
+                                        f"no charger with this id; defined: {sorted(map(str, ids))}"))
+    return problems
+
+
+def load_site(path: str | Path) -> SiteConfig:
+    """Load and validate a site YAML file; raise ConfigError listing every problem."""
+    path = Path(path)
+    where = str(path)
+    data, lines = load_yaml(path)
+    if not isinstance(data, dict):
+        raise ConfigError(Problem(where, 1, "", data, "a site file is a mapping with keys site, grid, tariff, ..."))
+    data = dict(data)
+    problems = _resolve_paths(data, path.parent, where, lines)
+    tariff_failed = any(p.path == "tariff" for p in problems)
+    problems += _check_vehicle_refs(data, where, lines)
+    try:
+        cfg = validate(SiteConfig, data, where, lines)
+    except ConfigError as exc:
+        # a tariff file that failed was replaced by None: its own problems are listed already
+        problems += [p for p in exc.problems if not (tariff_failed and p.path == "tariff")]
+    if problems:
+        raise ConfigError(sorted(problems, key=lambda p: (p.where != where, p.where, p.line or 0)))
+    return cfg.model_copy(update={"source": where})
+
+
+def summary(cfg: SiteConfig) -> str:
+    """A short human summary of a valid site."""
+    pv = sum(a.capacity_kwp for a in cfg.pv)
+    lines = [
+        f"{cfg.site.name} ({cfg.site.timezone}, {cfg.site.latitude_deg:.3f}N {cfg.site.longitude_deg:.3f}E)",
+        f"  grid: import <= {cfg.grid.import_limit_kw:g} kW, export <= {cfg.grid.export_limit_kw:g} kW, "
+        f"vehicle export {'allowed' if cfg.grid.vehicle_export_allowed else 'not allowed'}",
+        f"  tariff: {cfg.tariff.name} ({cfg.tariff.describe_basic()})",
+        f"  PV: {len(cfg.pv)} array(s), {pv:g} kWp",
+        f"  chargers: " + (", ".join(f"{c.id} {c.max_charge_kw:g}/{c.max_discharge_kw:g} kW ({c.adapter.kind})" for c in cfg.chargers) or "none"),
+        f"  vehicles: " + (", ".join(f"{v.id} {v.capacity_kwh:g} kWh, {len(v.windows)} window(s)" for v in cfg.vehicles) or "none"),
+        f"  critical load: {cfg.load.critical_kw:g} kW; outage reserve {cfg.outage.reserve_hours:g} h ({cfg.outage.mode})",
+        f"  planner: {cfg.planner.step_minutes} min steps, {cfg.planner.horizon_hours:g} h horizon",
+    ]
+    return "\n".join(lines)

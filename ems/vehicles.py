@@ -1,0 +1,136 @@
+"""Vehicle plug-in windows expanded onto a time grid: when each car is plugged in and what it needs.
+
+The weekly windows of the config (:class:`ems.config.PlugWindow`) become concrete *stays*
+(arrival, departure, energy needed at departure, energy known at arrival), and stays become
+per-step arrays on a planning grid. The planner, the simulator, the daemon and the studies all
+use these functions, so they agree on when a car is there.
+
+Grid alignment: a car counts as plugged in for a step only if it is there for the whole step
+(arrival rounded up, departure rounded down to the step), so a plan never schedules power for a
+car that has not arrived yet or has already left.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from ems.config import DAYS, PlugWindow, Vehicle, parse_clock
+
+
+@dataclass(frozen=True)
+class Stay:
+    """One concrete stay of a vehicle at the site.
+
+    ``arrive``/``depart`` are aware timestamps; ``target_kwh`` is the energy the car must hold at
+    departure; ``arrival_kwh`` the energy it is expected to bring (from ``arrival_soc_pct``) or
+    None; ``trip_kwh`` the energy used while away before this arrival (from ``trip_km``) or None.
+    """
+
+    vehicle: str
+    arrive: pd.Timestamp
+    depart: pd.Timestamp
+    target_kwh: float
+    arrival_kwh: float | None
+    trip_kwh: float | None
+
+
+def stays(vehicle: Vehicle, start: pd.Timestamp, end: pd.Timestamp, zone: dt.tzinfo,
+          is_holiday: Callable[[dt.date], bool] = lambda d: False) -> list[Stay]:
+    """All stays of ``vehicle`` that overlap [start, end), sorted by arrival.
+
+    Windows with ``on_holidays: false`` are skipped when their arrival day is a holiday.
+    Overlapping stays of one vehicle are merged into the earlier one's arrival and the later
+    one's departure and target (a car cannot be parked twice).
+    """
+    local_start = start.tz_convert(zone)
+    first_day = (local_start - pd.Timedelta(days=8)).date()
+    last_day = end.tz_convert(zone).date()
+    out: list[Stay] = []
+    day = first_day
+    while day <= last_day:
+        for w in vehicle.windows:
+            if DAYS[day.weekday()] not in w.days or (not w.on_holidays and is_holiday(day)):
+                continue
+            stay = _stay_on(vehicle, w, day, zone)
+            if stay.depart > start and stay.arrive < end:
+                out.append(stay)
+        day += dt.timedelta(days=1)
+    return _merge(sorted(out, key=lambda s: s.arrive))
+
+
+def _stay_on(vehicle: Vehicle, w: PlugWindow, day: dt.date, zone: dt.tzinfo) -> Stay:
+    """The stay that window ``w`` makes when the car arrives on ``day``."""
+    _, atime = parse_clock(w.arrive)
+    arrive = pd.Timestamp(dt.datetime.combine(day, atime), tz=zone)
+    depart = arrive + w.depart_offset(day.weekday())
+    arrival_kwh = None if w.arrival_soc_pct is None else w.arrival_soc_pct / 100 * vehicle.capacity_kwh
+    trip_kwh = None if w.trip_km is None else w.trip_km / vehicle.efficiency_km_per_kwh
+    return Stay(vehicle.id, arrive, depart, vehicle.target_kwh(w), arrival_kwh, trip_kwh)
+
+
+def _merge(items: list[Stay]) -> list[Stay]:
+    """Merge overlapping stays of one vehicle (keep the first arrival, the last departure)."""
+    merged: list[Stay] = []
+    for s in items:
+        if merged and s.arrive < merged[-1].depart:
+            prev = merged[-1]
+            later = s if s.depart >= prev.depart else prev
+            merged[-1] = Stay(prev.vehicle, prev.arrive, later.depart, later.target_kwh, prev.arrival_kwh, prev.trip_kwh)
+        else:
+            merged.append(s)
+    return merged
+
+
+@dataclass(frozen=True)
+class Timeline:
+    """A vehicle's stays on a grid of T steps (interval-start index, step ``dt_h`` hours).
+
+    - ``plugged[t]``: present for the whole of step t;
+    - ``target_kwh[k]`` for boundary k = 0..T (the instant at the start of step k, k = T is the
+      horizon end): energy required at that instant (a departure), else NaN;
+    - ``arrival_set_kwh[t]``: the car arrives at the start of step t holding this energy, else NaN;
+    - ``arrival_trip_kwh[t]``: the car arrives at the start of step t having used this energy
+      since it left, else 0;
+    - ``stays``: the stays that produced it.
+    """
+
+    plugged: np.ndarray
+    target_kwh: np.ndarray
+    arrival_set_kwh: np.ndarray
+    arrival_trip_kwh: np.ndarray
+    stays: tuple[Stay, ...]
+
+
+def timeline(vehicle: Vehicle, index: pd.DatetimeIndex, zone: dt.tzinfo,
+             is_holiday: Callable[[dt.date], bool] = lambda d: False) -> Timeline:
+    """Expand ``vehicle``'s windows onto ``index`` (regular, aware, interval-start)."""
+    if len(index) < 1 or index.tz is None:
+        raise ValueError("timeline needs a non-empty, time-zone aware index")
+    step = pd.Timedelta(index.freq) if index.freq is not None else index[1] - index[0]
+    n = len(index)
+    end = index[-1] + step
+    plugged = np.zeros(n, dtype=bool)
+    target = np.full(n + 1, np.nan)
+    arr_set = np.full(n, np.nan)
+    arr_trip = np.zeros(n)
+    found = stays(vehicle, index[0], end, zone, is_holiday)
+    t0 = index[0].value
+    for s in found:
+        a = int(np.ceil((s.arrive.value - t0) / step.value))   # first whole step present
+        d = int(np.floor((s.depart.value - t0) / step.value))  # boundary at or before departure
+        lo, hi = max(a, 0), min(d, n)
+        if hi > lo:
+            plugged[lo:hi] = True
+        if 0 < d <= n and d > a:
+            target[d] = s.target_kwh if np.isnan(target[d]) else max(target[d], s.target_kwh)
+        if 0 <= a < n:
+            if s.arrival_kwh is not None:
+                arr_set[a] = s.arrival_kwh
+            elif s.trip_kwh is not None:
+                arr_trip[a] += s.trip_kwh
+    return Timeline(plugged, target, arr_set, arr_trip, tuple(found))

@@ -1,0 +1,192 @@
+"""YAML loading that remembers the line of every key, and pydantic errors turned into Problems.
+
+Operators edit YAML by hand; an error must point at the line. :func:`load_yaml` returns the plain
+data plus a map from key path (a tuple of keys and list indices) to its 1-based line number.
+:func:`validate` runs a pydantic model and converts *all* its errors into one
+:class:`~ems.errors.ConfigError`, with "did you mean" hints for unknown keys.
+"""
+
+from __future__ import annotations
+
+import difflib
+import types
+import typing
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from ems.errors import ConfigError, Problem
+
+Loc = tuple[str | int, ...]
+LineMap = dict[Loc, int]
+M = TypeVar("M", bound=BaseModel)
+
+
+def load_yaml(path: str | Path) -> tuple[Any, LineMap]:
+    """Read a YAML file; return its data and the line of every key path.
+
+    Raises ConfigError for a missing file, a syntax error (with its line) or a duplicated key.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(Problem(str(path), None, "", None, "file not found", has_value=False)) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(Problem(str(path), None, "", None, f"cannot read: {exc}", has_value=False)) from None
+    return parse_yaml(text, str(path))
+
+
+def parse_yaml(text: str, where: str) -> tuple[Any, LineMap]:
+    """Parse YAML text (named ``where`` in errors); see :func:`load_yaml`."""
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 1 if mark is not None else None
+        msg = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(Problem(where, line, "", None, f"YAML syntax error: {msg}", has_value=False)) from None
+    if node is None:
+        return {}, {}
+    lines: LineMap = {(): node.start_mark.line + 1}
+    dupes: list[Problem] = []
+    _walk(node, (), lines, dupes, where)
+    if dupes:
+        raise ConfigError(dupes)
+    data = yaml.SafeLoader(text).get_single_data()
+    return data, lines
+
+
+def _walk(node: yaml.Node, loc: Loc, lines: LineMap, dupes: list[Problem], where: str) -> None:
+    """Record the line of every mapping key and sequence item below ``node``."""
+    if isinstance(node, yaml.MappingNode):
+        seen: set[Any] = set()
+        for key_node, value_node in node.value:
+            key = key_node.value
+            if key in seen:
+                dupes.append(Problem(where, key_node.start_mark.line + 1, _fmt(loc + (key,)), None,
+                                     "key appears twice in the same mapping", has_value=False))
+            seen.add(key)
+            lines[loc + (key,)] = key_node.start_mark.line + 1
+            _walk(value_node, loc + (key,), lines, dupes, where)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            lines[loc + (i,)] = item.start_mark.line + 1
+            _walk(item, loc + (i,), lines, dupes, where)
+
+
+def _fmt(loc: Loc) -> str:
+    """Format a key path as ``a.b[0].c``."""
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def line_of(lines: LineMap, loc: Loc) -> int | None:
+    """The line of ``loc``, or of its nearest ancestor that has one."""
+    for n in range(len(loc), -1, -1):
+        if loc[:n] in lines:
+            return lines[loc[:n]]
+    return None
+
+
+def validate(model: type[M], data: Any, where: str, lines: LineMap | None = None, prefix: Loc = ()) -> M:
+    """Validate ``data`` against ``model``; raise one ConfigError listing every problem."""
+    lines = lines or {}
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(problems_from(exc, model, where, lines, prefix)) from None
+
+
+def problems_from(exc: ValidationError, model: type[BaseModel], where: str, lines: LineMap,
+                  prefix: Loc = ()) -> list[Problem]:
+    """Convert a pydantic ValidationError into Problems with lines and hints."""
+    problems = []
+    for err in exc.errors(include_url=False):
+        raw = tuple(err["loc"])
+        loc = _data_loc(model, raw)
+        full = prefix + loc
+        line = line_of(lines, full)
+        kind = err["type"]
+        if kind == "extra_forbidden":
+            allowed = sorted(_fields_at(model, raw[:-1]))
+            key = str(loc[-1]) if loc else ""
+            hint = difflib.get_close_matches(key, allowed, n=1, cutoff=0.6)
+            msg = f"unknown key{'; did you mean ' + repr(hint[0]) + '?' if hint else ''} (allowed: {', '.join(allowed)})"
+            problems.append(Problem(where, line, _fmt(full), None, msg, has_value=False))
+        elif kind == "missing":
+            problems.append(Problem(where, line, _fmt(full), None, "required key is missing", has_value=False))
+        else:
+            msg = err["msg"]
+            if msg.startswith("Value error, "):
+                msg = msg[len("Value error, "):]
+            problems.append(Problem(where, line, _fmt(full), err.get("input"), msg))
+    return problems
+
+
+def _members(annotation: Any) -> list[Any]:
+    """The non-None members of a Union/Optional/Annotated annotation."""
+    origin = typing.get_origin(annotation)
+    if origin is typing.Annotated:
+        return _members(typing.get_args(annotation)[0])
+    if origin in (typing.Union, types.UnionType):
+        return [m for a in typing.get_args(annotation) for m in _members(a) if m is not type(None)]
+    return [annotation]
+
+
+def _descend(annotation: Any, part: str | int) -> tuple[Any, bool]:
+    """Step one location part into an annotation; return (new annotation, part was data)."""
+    for member in _members(annotation):
+        origin = typing.get_origin(member)
+        if isinstance(part, int) and origin in (list, tuple):
+            return typing.get_args(member)[0], True
+        if origin is dict and isinstance(part, str):
+            return typing.get_args(member)[1], True
+        if isinstance(member, type) and issubclass(member, BaseModel):
+            if isinstance(part, str) and part in member.model_fields:
+                return member.model_fields[part].annotation, True
+    # a union tag pydantic inserts into loc (class name or discriminator value)
+    for member in _members(annotation):
+        if isinstance(member, type) and issubclass(member, BaseModel):
+            if part == member.__name__ or part in _tags(member):
+                return member, False
+    return Any, True
+
+
+def _tags(model: type[BaseModel]) -> set[str]:
+    """Literal values of a model's discriminator-like fields (e.g. ``kind``)."""
+    tags: set[str] = set()
+    for field in model.model_fields.values():
+        if typing.get_origin(field.annotation) is typing.Literal:
+            tags.update(str(a) for a in typing.get_args(field.annotation))
+    return tags
+
+
+def _walk_loc(model: type[BaseModel], loc: Loc) -> tuple[Any, Loc]:
+    """Follow ``loc`` through the model; return the final annotation and the data-only loc."""
+    ann: Any = model
+    data_loc: list[str | int] = []
+    for part in loc:
+        ann, is_data = _descend(ann, part)
+        if is_data:
+            data_loc.append(part)
+    return ann, tuple(data_loc)
+
+
+def _data_loc(model: type[BaseModel], loc: Loc) -> Loc:
+    """Drop the union tags pydantic inserts, keeping the key path as written in the file."""
+    return _walk_loc(model, loc)[1]
+
+
+def _fields_at(model: type[BaseModel], raw_loc: Loc) -> set[str]:
+    """Field names allowed at a pydantic location (members of an untagged union pooled)."""
+    ann = _walk_loc(model, raw_loc)[0]
+    names: set[str] = set()
+    for member in _members(ann):
+        if isinstance(member, type) and issubclass(member, BaseModel):
+            names.update(member.model_fields)
+    return names
