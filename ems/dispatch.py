@@ -1,0 +1,246 @@
+"""Dispatch: turn the current plan step and live measurements into safe charger setpoints.
+
+Pure logic, no I/O and no clock: the daemon feeds it measurements every few seconds; the study
+feeds it replayed data; tests feed it by hand. Order of authority, last word wins:
+
+1. the plan (or, when the plan is stale or missing, the fallback rule);
+2. the fixed-window demand guard: from the import energy already metered in the current 30-minute
+   window and the time left, cut charging, then raise discharge, so the window's average stays at
+   or under the target peak;
+3. the clamps: ratings, plugged state, vehicle limits, SOC floors (outage reserve and the driver's
+   minimum), never vehicle energy into the grid, nothing at all while the grid is down.
+
+Sign convention: charge and discharge are separate non-negative kW figures (the adapter converts).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+WINDOW_H = 0.5  # Japanese demand is metered on fixed 30-minute windows
+
+
+@dataclass(frozen=True)
+class UnitState:
+    """What one charger and the vehicle on it report now.
+
+    ``soc_kwh``/``capacity_kwh`` are of the plugged vehicle (ignored when not plugged);
+    ``charge_kw``/``discharge_kw`` the measured power now.
+    """
+
+    charger_id: str
+    plugged: bool
+    soc_kwh: float
+    max_charge_kw: float
+    max_discharge_kw: float
+    charge_efficiency: float = 0.95
+    discharge_efficiency: float = 0.95
+    charge_kw: float = 0.0
+    discharge_kw: float = 0.0
+
+
+@dataclass(frozen=True)
+class UnitRules:
+    """Per-unit energy floors and departure needs for the vehicle plugged in now.
+
+    ``floor_kwh``: never discharge below (max of the vehicle's min SOC and its share of the
+    outage reserve); ``target_kwh`` and ``hours_to_departure``: what the driver needs and when
+    (``math.inf`` hours when no departure is known).
+    """
+
+    floor_kwh: float
+    target_kwh: float = 0.0
+    hours_to_departure: float = math.inf
+
+
+@dataclass(frozen=True)
+class Setpoint:
+    """The command for one charger [kW], with the reason (``plan``, ``fallback``, ``peak-guard``...)."""
+
+    charger_id: str
+    charge_kw: float
+    discharge_kw: float
+    reason: str
+
+
+@dataclass(frozen=True)
+class WindowMeter:
+    """The current 30-minute demand window: energy imported so far [kWh] and time elapsed [h]."""
+
+    import_kwh: float
+    elapsed_h: float
+
+    @property
+    def remaining_h(self) -> float:
+        """Time left in the window [h]."""
+        return max(WINDOW_H - self.elapsed_h, 0.0)
+
+
+@dataclass
+class DispatchInput:
+    """Everything one dispatch tick needs.
+
+    ``site_import_kw`` is the meter's net power now (+ import, - export); ``planned`` maps charger
+    id to (charge_kw, discharge_kw) of the current plan step, or is None when no fresh plan exists.
+    """
+
+    units: list[UnitState]
+    rules: dict[str, UnitRules]
+    site_import_kw: float
+    window: WindowMeter
+    target_peak_kw: float
+    planned: dict[str, tuple[float, float]] | None
+    grid_up: bool = True
+    vehicle_export_allowed: bool = False
+    import_limit_kw: float = math.inf
+    tick_h: float = 5 / 3600
+    notes: list[str] = field(default_factory=list)
+
+
+def allowed_import_kw(window: WindowMeter, target_peak_kw: float) -> float:
+    """Highest average import for the rest of the window that keeps its mean <= target [kW].
+
+    E + P * r <= P_target * W  =>  P <= (P_target * W - E) / r. With no time left, the limit is
+    the target itself (the next window starts fresh).
+    """
+    r = window.remaining_h
+    if r <= 1e-9:
+        return target_peak_kw
+    return (target_peak_kw * WINDOW_H - window.import_kwh) / r
+
+
+def departure_floor_kwh(unit: UnitState, rules: UnitRules) -> float:
+    """Energy below which the car could no longer reach its departure target in time [kWh].
+
+    floor = target - max_charge * eta_c * hours_to_departure (never below the reserve floor).
+    """
+    if math.isinf(rules.hours_to_departure):
+        return rules.floor_kwh
+    reachable = unit.max_charge_kw * unit.charge_efficiency * rules.hours_to_departure
+    return max(rules.floor_kwh, rules.target_kwh - reachable)
+
+
+def fallback_setpoint(unit: UnitState, rules: UnitRules) -> tuple[float, float]:
+    """Safe rule when no plan is fresh: no discharge, charge toward the departure target.
+
+    Charges just fast enough to reach the target by departure (full power when short of time),
+    and nothing once the target is met.
+    """
+    if not unit.plugged:
+        return 0.0, 0.0
+    need = rules.target_kwh - unit.soc_kwh
+    if need <= 0:
+        return 0.0, 0.0
+    if math.isinf(rules.hours_to_departure) or rules.hours_to_departure <= 0:
+        return unit.max_charge_kw, 0.0
+    rate = need / (unit.charge_efficiency * rules.hours_to_departure)
+    return min(unit.max_charge_kw, rate), 0.0
+
+
+def _clamp(unit: UnitState, rules: UnitRules, ch: float, dis: float, tick_h: float) -> tuple[float, float]:
+    """Ratings, plug state, and the SOC floors/ceilings over one tick."""
+    if not unit.plugged:
+        return 0.0, 0.0
+    ch = min(max(ch, 0.0), unit.max_charge_kw)
+    dis = min(max(dis, 0.0), unit.max_discharge_kw)
+    if ch > 0 and dis > 0:  # never both: keep the net
+        net = ch - dis
+        ch, dis = max(net, 0.0), max(-net, 0.0)
+    floor = departure_floor_kwh(unit, rules)
+    if unit.soc_kwh - dis * tick_h / unit.discharge_efficiency < floor:
+        dis = 0.0
+    return ch, dis
+
+
+def dispatch(inp: DispatchInput) -> list[Setpoint]:
+    """One tick: plan (or fallback), then the demand guard, then the clamps.
+
+    Returns one setpoint per unit. While the grid is down every unit gets 0/0: the unit's own
+    islanded mode carries the critical circuits, and the EMS never commands export.
+    """
+    if not inp.grid_up:
+        return [Setpoint(u.charger_id, 0.0, 0.0, "grid-down") for u in inp.units]
+    wanted: dict[str, tuple[float, float]] = {}
+    reason = "plan" if inp.planned is not None else "fallback"
+    for u in inp.units:
+        rules = inp.rules[u.charger_id]
+        if inp.planned is not None:
+            wanted[u.charger_id] = inp.planned.get(u.charger_id, (0.0, 0.0))
+        else:
+            wanted[u.charger_id] = fallback_setpoint(u, rules)
+        wanted[u.charger_id] = _clamp(u, rules, *wanted[u.charger_id], inp.tick_h)
+    reasons = {u.charger_id: reason for u in inp.units}
+    _guard(inp, wanted, reasons)
+    return [Setpoint(cid, round(c, 4), round(d, 4), reasons[cid]) for cid, (c, d) in wanted.items()]
+
+
+def _base_import_kw(inp: DispatchInput) -> float:
+    """Site import without the chargers' present contribution [kW]."""
+    return inp.site_import_kw - sum(u.charge_kw - u.discharge_kw for u in inp.units)
+
+
+def _guard(inp: DispatchInput, wanted: dict[str, tuple[float, float]], reasons: dict[str, str]) -> None:
+    """Demand guard: bring projected import down to the window's allowed level.
+
+    Projected import = base + sum(charge) - sum(discharge). First cut charging (units furthest from
+    departure first), then add discharge on units with the most energy above their floors. Vehicle
+    energy never pushes the site into export unless the site allows it. Also holds the import limit.
+    """
+    base = _base_import_kw(inp)
+    limit = min(allowed_import_kw(inp.window, inp.target_peak_kw), inp.import_limit_kw)
+    projected = base + sum(c - d for c, d in wanted.values())
+    excess = projected - limit
+    if excess <= 1e-9:
+        _no_vehicle_export(inp, wanted, base)
+        return
+    units = {u.charger_id: u for u in inp.units}
+    by_slack = sorted(units, key=lambda cid: -inp.rules[cid].hours_to_departure)
+    for cid in by_slack:  # 1) cut charging, but never below what the driver still needs
+        c, d = wanted[cid]
+        need = fallback_setpoint(units[cid], inp.rules[cid])[0]
+        cut = min(max(c - need, 0.0), excess)
+        if cut > 0:
+            wanted[cid] = (c - cut, d)
+            reasons[cid] = "peak-guard"
+            excess -= cut
+    by_energy = sorted(units, key=lambda cid: -(units[cid].soc_kwh - departure_floor_kwh(units[cid], inp.rules[cid])))
+    for cid in by_energy:  # 2) discharge more, within rating and floors
+        if excess <= 1e-9:
+            break
+        c, d = wanted[cid]
+        if c > 0:
+            continue
+        extra = min(units[cid].max_discharge_kw - d, excess)
+        if extra <= 0:
+            continue
+        c2, d2 = _clamp(units[cid], inp.rules[cid], 0.0, d + extra, inp.tick_h)
+        if d2 > d:
+            wanted[cid] = (c2, d2)
+            reasons[cid] = "peak-guard"
+            excess -= d2 - d
+    if excess > 1e-6:
+        inp.notes.append(f"demand guard short by {excess:.2f} kW: no more charging to cut or energy to discharge")
+    _no_vehicle_export(inp, wanted, base)
+
+
+def _no_vehicle_export(inp: DispatchInput, wanted: dict[str, tuple[float, float]], base: float) -> None:
+    """Trim discharge so vehicle energy does not flow into the grid: import stays >= 0.
+
+    Import without PV export counted: base + ch - dis >= min(base, 0) (only PV surplus may export).
+    """
+    if inp.vehicle_export_allowed:
+        return
+    total_dis = sum(d for _, d in wanted.values())
+    total_ch = sum(c for c, _ in wanted.values())
+    floor_import = min(base, 0.0)
+    over = floor_import - (base + total_ch - total_dis)
+    if over <= 1e-9:
+        return
+    for cid in sorted(wanted, key=lambda k: wanted[k][1]):
+        c, d = wanted[cid]
+        trim = min(d, over)
+        wanted[cid] = (c, d - trim)
+        over -= trim
+        if over <= 1e-9:
+            break
