@@ -1,0 +1,79 @@
+"""``ems status --config CONFIG [--json]``: what the daemon is doing, read from its store."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from ems.config import load_site
+from ems.errors import ConfigError, Problem
+from ems.store import Store, engine_url
+
+NAME = "status"
+HELP = "show the last plan, setpoints, SOC, this month's peak and contract kW, and recent events"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """Arguments: the site config (its daemon.database names the store)."""
+    p.add_argument("--config", required=True, help="site YAML file")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--events", type=int, default=10, help="how many recent events to show (default 10)")
+
+
+def collect(store: Store, cfg, now: pd.Timestamp, n_events: int = 10) -> dict:
+    """The status as a plain dict (used by the CLI and the daemon's tests)."""
+    peaks = store.month_peaks()
+    month = now.tz_convert(cfg.tariff.zone).strftime("%Y-%m")
+    ratchet = cfg.tariff.basic.ratchet_months if cfg.tariff.basic.kind == "demand" else 0
+    window = [(pd.Period(month, "M") - k).strftime("%Y-%m") for k in range(ratchet + 1)]
+    held = [(peaks[m], m) for m in window if m in peaks]
+    contract = max(held) if held else (0.0, None)
+    last = store.last_plan()
+    return {
+        "site": cfg.site.name,
+        "month": month,
+        "month_peak_kw": peaks.get(month, 0.0),
+        "contract_kw": contract[0],
+        "contract_set_by": contract[1],
+        "last_plan": None if last is None else {
+            "created_at": last["created_at"], "start": last["start"], "status": last["status"],
+            "fallback": last["fallback"], "peak_kw": last["peak_kw"], "objective": last["objective"],
+        },
+        "devices": store.latest_telemetry(),
+        "events": store.events(limit=n_events),
+        "faults": [e for e in store.events(limit=200) if e["severity"] != "info"][:n_events],
+    }
+
+
+def run(args: argparse.Namespace) -> int:
+    """Print the status of the site's store."""
+    cfg = load_site(args.config)
+    url = engine_url(cfg.daemon.database)
+    if url.startswith("sqlite:///") and not Path(url[len("sqlite:///"):]).exists():
+        raise ConfigError(Problem(args.config, None, "daemon.database", cfg.daemon.database,
+                                  "no database yet: start the daemon with `ems run` first"))
+    with Store(cfg.daemon.database) as store:
+        status = collect(store, cfg, pd.Timestamp.now(tz="UTC"), args.events)
+    if args.json:
+        print(json.dumps(status, indent=2, default=str))
+        return 0
+    print(f"{status['site']}  month {status['month']}: peak {status['month_peak_kw']:.2f} kW, "
+          f"contract {status['contract_kw']:.2f} kW" + (f" (set in {status['contract_set_by']})" if status["contract_set_by"] else ""))
+    lp = status["last_plan"]
+    print("last plan: none" if lp is None else
+          f"last plan {lp['created_at']} from {lp['start']}: {lp['status']}{' (FALLBACK)' if lp['fallback'] else ''}, "
+          f"planned peak {lp['peak_kw'] or 0:.2f} kW")
+    for dev, row in sorted(status["devices"].items()):
+        print(f"  {dev}: at {row['ts']} plugged={row['plugged']} soc={row['soc_kwh']} kWh "
+              f"setpoint +{row['setpoint_charge_kw']}/-{row['setpoint_discharge_kw']} kW ({row['reason']})")
+    if status["faults"]:
+        print("active faults / warnings:")
+        for e in status["faults"]:
+            print(f"  {e['ts']} {e['severity']} {e['kind']}: {e['message']}")
+    print("recent events:")
+    for e in status["events"]:
+        print(f"  {e['ts']} {e['severity']} {e['kind']}: {e['message']}")
+    return 0
