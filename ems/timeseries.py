@@ -28,7 +28,8 @@ def read_csv_raw(path: str | Path) -> pd.DataFrame:
     """Read a CSV as strings; DataError if it cannot be read or has no ``timestamp`` column."""
     where = str(path)
     try:
-        df = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True)
+        # blank lines are kept (not skipped) so that row numbers in errors match the file's lines
+        df = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True, skip_blank_lines=False)
     except FileNotFoundError:
         raise DataError(Problem(where, None, "", None, "file not found", has_value=False)) from None
     except (OSError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
@@ -36,7 +37,12 @@ def read_csv_raw(path: str | Path) -> pd.DataFrame:
     df.columns = [c.strip() for c in df.columns]
     if "timestamp" not in df.columns:
         raise DataError(Problem(where, 1, "timestamp", list(df.columns), "no 'timestamp' column in the header"))
-    return df
+    blank = (df == "").all(axis=1).to_numpy()
+    n = len(df) - int(np.argmin(blank[::-1])) if blank.size and not blank.all() else 0
+    if blank[:n].any():
+        raise DataError([Problem(where, _row(int(i)), "", None, "blank line inside the data; remove it", has_value=False)
+                         for i in np.flatnonzero(blank[:n])[:MAX_PROBLEMS]])
+    return df.iloc[:n]  # trailing blank lines are dropped
 
 
 def parse_timestamps(raw: pd.Series, where: str) -> pd.DatetimeIndex:
