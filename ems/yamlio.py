@@ -9,6 +9,7 @@ data plus a map from key path (a tuple of keys and list indices) to its 1-based 
 from __future__ import annotations
 
 import difflib
+import re
 import types
 import typing
 from pathlib import Path
@@ -18,6 +19,19 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from ems.errors import ConfigError, Problem
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that reads clock times such as ``18:30`` as strings.
+
+    YAML 1.1 (PyYAML) reads unquoted ``18:30`` as the base-60 integer 1110 but ``07:30`` as a
+    string; operators write clock times unquoted, so every ``H:MM``/``HH:MM[:SS]`` stays text.
+    """
+
+
+_CLOCK_RE = re.compile(r"^[-+]?\d+(?::[0-5]?\d)+(?:\.\d*)?$")
+_Loader.yaml_implicit_resolvers = {k: list(v) for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+for _first in "+-0123456789":
+    _Loader.yaml_implicit_resolvers.setdefault(_first, []).insert(0, ("tag:yaml.org,2002:str", _CLOCK_RE))
 
 Loc = tuple[str | int, ...]
 LineMap = dict[Loc, int]
@@ -42,7 +56,7 @@ def load_yaml(path: str | Path) -> tuple[Any, LineMap]:
 def parse_yaml(text: str, where: str) -> tuple[Any, LineMap]:
     """Parse YAML text (named ``where`` in errors); see :func:`load_yaml`."""
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        node = yaml.compose(text, Loader=_Loader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark is not None else None
@@ -55,7 +69,7 @@ def parse_yaml(text: str, where: str) -> tuple[Any, LineMap]:
     _walk(node, (), lines, dupes, where)
     if dupes:
         raise ConfigError(dupes)
-    data = yaml.SafeLoader(text).get_single_data()
+    data = _Loader(text).get_single_data()
     return data, lines
 
 
