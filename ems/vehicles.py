@@ -66,8 +66,10 @@ def stays(vehicle: Vehicle, start: pd.Timestamp, end: pd.Timestamp, zone: dt.tzi
 def _stay_on(vehicle: Vehicle, w: PlugWindow, day: dt.date, zone: dt.tzinfo) -> Stay:
     """The stay that window ``w`` makes when the car arrives on ``day``."""
     _, atime = parse_clock(w.arrive)
-    arrive = pd.Timestamp(dt.datetime.combine(day, atime), tz=zone)
-    depart = arrive + w.depart_offset(day.weekday())
+    wall = dt.datetime.combine(day, atime)
+    arrive = pd.Timestamp(wall, tz=zone)
+    # wall-clock arithmetic: "07:30" stays 07:30 local even across a daylight-saving change
+    depart = pd.Timestamp(wall + w.depart_offset(day.weekday()), tz=zone)
     arrival_kwh = None if w.arrival_soc_pct is None else w.arrival_soc_pct / 100 * vehicle.capacity_kwh
     trip_kwh = None if w.trip_km is None else w.trip_km / vehicle.efficiency_km_per_kwh
     return Stay(vehicle.id, arrive, depart, vehicle.target_kwh(w), arrival_kwh, trip_kwh)
