@@ -227,10 +227,17 @@ class Vehicle(Strict):
     def _soc_order(self) -> Vehicle:
         if self.min_soc_pct >= self.max_soc_pct:
             raise ValueError(f"min_soc_pct ({self.min_soc_pct}) must be below max_soc_pct ({self.max_soc_pct})")
+        max_kwh = self.max_soc_pct / 100 * self.capacity_kwh
+        for i, w in enumerate(self.windows):
+            need = self.target_kwh(w)
+            if need > max_kwh + 1e-9:
+                raise ValueError(f"windows[{i}]: the departure target ({need:.1f} kWh) is above max_soc_pct "
+                                 f"{self.max_soc_pct:g} % of {self.capacity_kwh:g} kWh ({max_kwh:.1f} kWh); "
+                                 "the car could never be ready: lower the target or raise max_soc_pct")
         return self
 
     def target_kwh(self, window: PlugWindow) -> float:
-        """Energy the vehicle must hold at the window's departure [kWh], capped at max SOC."""
+        """Energy the vehicle must hold at the window's departure [kWh] (never above max SOC: validated)."""
         if window.departure_soc_pct is not None:
             need = window.departure_soc_pct / 100 * self.capacity_kwh
         else:
