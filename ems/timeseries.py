@@ -24,8 +24,8 @@ def _row(i: int) -> int:
     return i + 2
 
 
-def read_csv_raw(path: str | Path) -> pd.DataFrame:
-    """Read a CSV as strings; DataError if it cannot be read or has no ``timestamp`` column."""
+def read_csv_raw(path: str | Path, key: str = "timestamp") -> pd.DataFrame:
+    """Read a CSV as strings; DataError if it cannot be read or has no ``key`` column."""
     where = str(path)
     try:
         # blank lines are kept (not skipped) so that row numbers in errors match the file's lines
@@ -35,8 +35,8 @@ def read_csv_raw(path: str | Path) -> pd.DataFrame:
     except (OSError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
         raise DataError(Problem(where, None, "", None, f"cannot read as CSV: {exc}", has_value=False)) from None
     df.columns = [c.strip() for c in df.columns]
-    if "timestamp" not in df.columns:
-        raise DataError(Problem(where, 1, "timestamp", list(df.columns), "no 'timestamp' column in the header"))
+    if key not in df.columns:
+        raise DataError(Problem(where, 1, key, list(df.columns), f"no {key!r} column in the header"))
     blank = (df == "").all(axis=1).to_numpy()
     n = len(df) - int(np.argmin(blank[::-1])) if blank.size and not blank.all() else 0
     if blank[:n].any():
