@@ -62,12 +62,12 @@ def parse_timestamps(raw: pd.Series, where: str) -> pd.DatetimeIndex:
     if bad.size:
         raise DataError([Problem(where, _row(int(i)), "timestamp", raw.iat[i], "not an ISO 8601 timestamp")
                          for i in bad[:MAX_PROBLEMS]])
-    return pd.DatetimeIndex(parsed)
+    return pd.DatetimeIndex(parsed).as_unit("ns")
 
 
 def check_order(index: pd.DatetimeIndex, raw: pd.Series, where: str) -> None:
     """Timestamps must strictly increase: duplicates and unsorted rows are errors."""
-    d = np.diff(index.asi8)
+    d = np.diff(index.as_unit("ns").asi8)  # in ns whatever the resolution (pandas 3 parses to us)
     problems = []
     for i in np.flatnonzero(d == 0)[:MAX_PROBLEMS]:
         problems.append(Problem(where, _row(int(i) + 1), "timestamp", raw.iat[i + 1],
@@ -83,7 +83,7 @@ def infer_step(index: pd.DatetimeIndex, raw: pd.Series, where: str, require_divi
     """The file's step (the smallest interval between rows); it must divide 30 minutes if asked."""
     if len(index) < 2:
         raise DataError(Problem(where, None, "timestamp", len(index), "need at least two rows to know the step"))
-    d = np.diff(index.asi8)
+    d = np.diff(index.as_unit("ns").asi8)  # in ns whatever the resolution (pandas 3 parses to us)
     step = pd.Timedelta(int(d.min()), "ns")
     if require_divides_30 and (step > pd.Timedelta("30min") or pd.Timedelta("30min") % step != pd.Timedelta(0)):
         i = int(np.argmin(d))
@@ -94,7 +94,7 @@ def infer_step(index: pd.DatetimeIndex, raw: pd.Series, where: str, require_divi
 
 def check_gaps(index: pd.DatetimeIndex, raw: pd.Series, step: pd.Timedelta, where: str) -> None:
     """Every interval must follow the previous one by exactly ``step``."""
-    d = np.diff(index.asi8)
+    d = np.diff(index.as_unit("ns").asi8)  # in ns whatever the resolution (pandas 3 parses to us)
     bad = np.flatnonzero(d != step.value)
     if bad.size:
         raise DataError([Problem(where, _row(int(i) + 1), "timestamp", raw.iat[i + 1],
