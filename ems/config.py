@@ -14,7 +14,7 @@ import zoneinfo
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from ems.errors import ConfigError, Problem
 from ems.tariff import Tariff, load_tariff
@@ -300,15 +300,18 @@ class SiteConfig(Strict):
     daemon: DaemonSection = Field(default_factory=DaemonSection)
     source: str = Field(default="", exclude=True, description="the file this config came from")
 
-    @model_validator(mode="after")
-    def _cross_refs(self) -> SiteConfig:
-        ids = [c.id for c in self.chargers]
-        if len(set(ids)) != len(ids):
-            raise ValueError(f"charger ids must be unique; got {ids}")
-        vids = [v.id for v in self.vehicles]
-        if len(set(vids)) != len(vids):
-            raise ValueError(f"vehicle ids must be unique; got {vids}")
-        return self
+    @field_validator("chargers", "vehicles")
+    @classmethod
+    def _unique_ids(cls, items: list[Charger] | list[Vehicle], info: ValidationInfo) -> list[Charger] | list[Vehicle]:
+        # a field validator (not a model validator) so it runs, at the section's line, even when
+        # other sections have errors
+        ids = [item.id for item in items]
+        dupes = sorted({i for i in ids if ids.count(i) > 1})
+        if dupes:
+            where = "; ".join(f"{d!r} at " + " and ".join(f"{info.field_name}[{k}]" for k, i in enumerate(ids) if i == d)
+                              for d in dupes)
+            raise ValueError(f"ids must be unique: {where}")
+        return items
 
     @property
     def zone(self) -> zoneinfo.ZoneInfo:
