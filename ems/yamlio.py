@@ -138,7 +138,9 @@ def problems_from(exc: ValidationError, model: type[BaseModel], where: str, line
             msg = err["msg"]
             if msg.startswith("Value error, "):
                 msg = msg[len("Value error, "):]
-            problems.append(Problem(where, line, _fmt(full), err.get("input"), msg))
+            value = err.get("input")
+            # a whole section or list (a check across its keys) is not repeated in the message
+            problems.append(Problem(where, line, _fmt(full), value, msg, has_value=not isinstance(value, (dict, list))))
     return problems
 
 
