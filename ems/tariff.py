@@ -24,7 +24,7 @@ from typing import Literal
 import holidays as holidays_pkg
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from ems.yamlio import load_yaml, validate
 
@@ -236,45 +236,51 @@ class Tariff(_Strict):
             raise ValueError(f"extra_holidays are 'MM-DD' strings; got {bad}")
         return v
 
-    @model_validator(mode="after")
-    def _consistent(self) -> Tariff:
-        months = sorted(m for s in self.seasons for m in s.months)
+    # Checks across keys are field validators where they can be (fields validate in order, so
+    # ``seasons`` is known when ``energy`` is checked): the error then points at the key's line.
+
+    @field_validator("seasons")
+    @classmethod
+    def _every_month_once(cls, v: list[Season]) -> list[Season]:
+        months = sorted(m for s in v for m in s.months)
         if months != list(range(1, 13)):
             raise ValueError(f"seasons must cover each month 1-12 exactly once; they cover {months}")
-        names = {s.name for s in self.seasons}
-        for p in list(self.energy) + list(self.export.periods if self.export else []):
-            unknown = [s for s in p.seasons if s not in names]
-            if unknown:
-                raise ValueError(f"period {p.name!r} names unknown season(s) {unknown}; defined: {sorted(names)}")
-        if bool(self.energy) == bool(self.blocks):
-            raise ValueError("give exactly one of energy (time-of-use periods) or blocks (increasing block rates)")
-        if self.blocks:
-            caps = [b.up_to_kwh for b in self.blocks]
+        names = [s.name for s in v]
+        if len(set(names)) != len(names):
+            raise ValueError(f"season names must be unique; got {names}")
+        return v
+
+    @field_validator("energy")
+    @classmethod
+    def _energy_periods(cls, v: list[Period], info: ValidationInfo) -> list[Period]:
+        if "seasons" in info.data:  # otherwise the seasons' own error is reported
+            check_periods(v, info.data["seasons"], "")
+        return v
+
+    @field_validator("blocks")
+    @classmethod
+    def _increasing_blocks(cls, v: list[Block]) -> list[Block]:
+        if v:
+            caps = [b.up_to_kwh for b in v]
             if caps[-1] is not None or any(c is None for c in caps[:-1]):
-                raise ValueError("blocks: every block but the last needs up_to_kwh; the last has none")
+                raise ValueError("every block but the last needs up_to_kwh; the last has none")
             finite = [c for c in caps if c is not None]
             if finite != sorted(set(finite)):
-                raise ValueError(f"blocks: up_to_kwh must increase; got {finite}")
-        self._check_coverage(self.energy, "energy")
-        if self.export and self.export.periods:
-            self._check_coverage(self.export.periods, "export.periods")
-        return self
+                raise ValueError(f"up_to_kwh must increase; got {finite}")
+        return v
 
-    def _check_coverage(self, periods: list[Period], what: str) -> None:
-        """Every 15-minute slot of every season x day type must match a period."""
-        if not periods:
-            return
-        slots = np.arange(0, 1440, 15)
-        for season in self.seasons:
-            for day in DAY_TYPES:
-                hit = np.zeros(slots.size, dtype=bool)
-                for p in periods:
-                    if (not p.seasons or season.name in p.seasons) and (not p.days or day in p.days):
-                        hit |= p.covers_minute(slots)
-                if not hit.all():
-                    first = int(slots[~hit][0])
-                    raise ValueError(f"{what}: no period covers season {season.name!r}, {day}, "
-                                     f"{first // 60:02d}:{first % 60:02d}; add a period or widen one")
+    @field_validator("export")
+    @classmethod
+    def _export_periods(cls, v: Export | None, info: ValidationInfo) -> Export | None:
+        if v is not None and v.periods and "seasons" in info.data:
+            check_periods(v.periods, info.data["seasons"], "periods: ")
+        return v
+
+    @model_validator(mode="after")
+    def _one_energy_form(self) -> Tariff:
+        if bool(self.energy) == bool(self.blocks):
+            raise ValueError("give exactly one of energy (time-of-use periods) or blocks (increasing block rates)")
+        return self
 
     # ----- lookups on a time index -------------------------------------------------------------
 
@@ -389,6 +395,29 @@ class Tariff(_Strict):
             return (f"demand {b.rate_per_kw_month:,.2f} {self.currency}/kW-month, ratchet {b.ratchet_months} months, "
                     f"PF {b.power_factor_pct:g} %")
         return f"{b.kind} {b.fixed_amount():,.2f} {self.currency}/month"
+
+
+def check_periods(periods: list[Period], seasons: list[Season], what: str) -> None:
+    """Periods name only defined seasons, and every 15-minute slot of every season x day type
+    matches one; ValueError (prefixed with ``what``) otherwise."""
+    if not periods:
+        return  # a block tariff has no energy periods
+    names = {s.name for s in seasons}
+    for p in periods:
+        unknown = [s for s in p.seasons if s not in names]
+        if unknown:
+            raise ValueError(f"{what}period {p.name!r} names unknown season(s) {unknown}; defined: {sorted(names)}")
+    slots = np.arange(0, 1440, 15)
+    for season in seasons:
+        for day in DAY_TYPES:
+            hit = np.zeros(slots.size, dtype=bool)
+            for p in periods:
+                if (not p.seasons or season.name in p.seasons) and (not p.days or day in p.days):
+                    hit |= p.covers_minute(slots)
+            if not hit.all():
+                first = int(slots[~hit][0])
+                raise ValueError(f"{what}no period covers season {season.name!r}, {day}, "
+                                 f"{first // 60:02d}:{first % 60:02d}; add a period or widen one")
 
 
 @functools.lru_cache(maxsize=64)
