@@ -335,7 +335,7 @@ def _resolve_paths(data: dict[str, Any], base: Path, where: str, lines: LineMap)
             problems.extend(exc.problems)
             data["tariff"] = None
             problems.append(Problem(where, line_of(lines, ("tariff",)), "tariff", tariff,
-                                    "the tariff file it names is invalid (see above)"))
+                                    "the tariff file it names is missing or invalid (its problems are listed below)"))
     load = data.get("load")
     if isinstance(load, dict) and isinstance(load.get("history_csv"), str):
         hist = (base / load["history_csv"]).resolve()
