@@ -304,7 +304,7 @@ class Tariff(_Strict):
         loc = self.local(index)
         dates = loc.date
         hol = _holiday_set(self.holidays_country, tuple(self.extra_holidays), int(loc.year.min()), int(loc.year.max()))
-        wd = loc.weekday
+        wd = np.asarray(loc.day_of_week)  # Monday = 0 (DatetimeIndex.weekday is deprecated in pandas 3)
         out = np.where(wd == 5, "saturday", np.where(wd == 6, "sunday", "weekday")).astype(object)
         is_hol = np.fromiter((d in hol for d in dates), dtype=bool, count=len(dates))
         out[is_hol] = "holiday"
