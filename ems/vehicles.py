@@ -113,6 +113,8 @@ def timeline(vehicle: Vehicle, index: pd.DatetimeIndex, zone: dt.tzinfo,
     """Expand ``vehicle``'s windows onto ``index`` (regular, aware, interval-start)."""
     if len(index) < 1 or index.tz is None:
         raise ValueError("timeline needs a non-empty, time-zone aware index")
+    if index.freq is None and len(index) < 2:
+        raise ValueError("timeline needs the step: an index with a freq or at least two timestamps")
     step = pd.Timedelta(index.freq) if index.freq is not None else index[1] - index[0]
     n = len(index)
     end = index[-1] + step
