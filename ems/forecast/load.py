@@ -1,0 +1,214 @@
+"""Building load forecast from the site's own history.
+
+Model, for a target interval of day type ``d`` (weekday / Saturday / Sunday-or-holiday, from the
+tariff's calendar: Japanese public holidays by default) and local time-of-day slot ``s``::
+
+    load(t) = P[d, s] + beta_h*(HDH(t) - H[d, s]) + beta_c*(CDH(t) - C[d, s]) + delta * exp(-lead(t)/tau)   [kW]
+
+- ``P[d, s]``: mean of the same slot over the days of type ``d`` in the last ``weeks`` weeks
+  before the origin's local date, weighted ``0.5 ** (age_days / half_life_days)`` (recent weeks
+  count more; a Saturday profile still has six Saturdays behind it). A slot with no data falls
+  back to all day types, then to the window's mean.
+- ``delta``: the level of the last ``level_window_hours`` (measured minus profile), faded out with
+  the e-folding time ``tau = level_tau_hours``; the household's profile residual keeps about a
+  third of its size after 2-3 h, so a short memory is what the data supports.
+- the temperature terms only when air temperature covers the history and the horizon:
+  heating/cooling degree-hours ``max(18.3 - T, 0)`` / ``max(T - 18.3, 0)`` (the 65 degF base of
+  ASHRAE's degree-days), their profile means ``H``/``C`` weighted like ``P``, and
+  ``beta`` fitted by least squares on the deviations in the same window.
+
+Everything works on a day x slot matrix built once from the cleaned history, so one forecast is
+a few weighted means over a 42 x 48 array.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Literal
+
+import numpy as np
+import pandas as pd
+
+from ems.errors import DataError, Problem
+
+DAY_TYPES = ("weekday", "saturday", "sunday_holiday")
+BASE_TEMP_C = 18.3  # ASHRAE degree-day base (65 degF)
+MIN_TEMPERATURE_DAYS = 14  # fewer overlapping days than this: the regression is not attempted
+
+
+@dataclass(frozen=True)
+class LoadSettings:
+    """Tuning of the load model (defaults chosen on the household backtest, see docs/forecasts.md)."""
+
+    weeks: int = 6
+    half_life_days: float = 14.0
+    level_window_hours: float = 2.0
+    level_tau_hours: float = 3.0
+    statistic: Literal["median", "mean"] = "median"
+
+
+def weighted_mean(x: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """Per column of ``x`` (rows = days), the mean of the finite values weighted by ``w`` (NaN if none)."""
+    ok = np.isfinite(x)
+    num = (np.where(ok, x, 0.0) * w[:, None]).sum(0)
+    den = (ok * w[:, None]).sum(0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(den > 0, num / np.where(den > 0, den, 1.0), np.nan)
+
+
+def weighted_median(x: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """Per column of ``x``, the weighted median of the finite values: the smallest value whose
+    cumulative weight reaches half the column's total (NaN if none)."""
+    order = np.argsort(x, axis=0)  # NaN sorts last
+    xs = np.take_along_axis(x, order, axis=0)
+    ws = np.where(np.isfinite(xs), w[order], 0.0)
+    cw = np.cumsum(ws, axis=0)
+    total = cw[-1:] if len(cw) else np.zeros((1, x.shape[1]))
+    idx = np.argmax(cw >= 0.5 * total, axis=0)[None, :]
+    med = np.take_along_axis(xs, idx, axis=0)[0] if len(xs) else np.full(x.shape[1], np.nan)
+    return np.where(total[0] > 0, med, np.nan)
+
+
+def day_type_codes(labels: np.ndarray) -> np.ndarray:
+    """Tariff day types (weekday/saturday/sunday/holiday) -> 0 weekday, 1 Saturday, 2 Sunday or holiday."""
+    return np.where(labels == "weekday", 0, np.where(labels == "saturday", 1, 2))
+
+
+class LoadForecaster:
+    """Day-type x time-of-day profile with level adjustment, fitted once on a regular history."""
+
+    def __init__(self, index: pd.DatetimeIndex, load_kw: np.ndarray, step: pd.Timedelta, zone: str,
+                 day_types: Callable[[pd.DatetimeIndex], np.ndarray], settings: LoadSettings = LoadSettings(),
+                 temp_air: np.ndarray | None = None):
+        self.step = step
+        self.zone = zone
+        self.settings = settings
+        self.day_types = day_types
+        self.slot_minutes = int(step.total_seconds() // 60)
+        self.n_slots = 1440 // self.slot_minutes
+        local = index.tz_convert(zone)
+        self.first_day = pd.Timestamp(local[0].date())
+        day = self._day_number(local)
+        slot = self._slot(local)
+        self.n_days = int(day.max()) + 1
+        self.matrix = self._pivot(day, slot, load_kw)
+        self.temp = None if temp_air is None else self._pivot(day, slot, temp_air)
+        dates = pd.date_range(self.first_day, periods=self.n_days, freq="D").tz_localize(zone) + pd.Timedelta(hours=12)
+        self.types = day_type_codes(day_types(dates))
+        self._index_ns = index.as_unit("ns").asi8
+        self._load = load_kw
+        self._last_data_day = int(day[np.flatnonzero(~np.isnan(load_kw))[-1]]) if np.isfinite(load_kw).any() else -1
+
+    def _day_number(self, local: pd.DatetimeIndex) -> np.ndarray:
+        """Local calendar day counted from the first history day."""
+        days = local.tz_localize(None).normalize()
+        return ((days - self.first_day) // pd.Timedelta(days=1)).to_numpy().astype(int)
+
+    def _slot(self, local: pd.DatetimeIndex) -> np.ndarray:
+        """Local time-of-day slot (history step wide)."""
+        return ((local.hour * 60 + local.minute) // self.slot_minutes).to_numpy().astype(int)
+
+    def _pivot(self, day: np.ndarray, slot: np.ndarray, values: np.ndarray) -> np.ndarray:
+        """Mean of ``values`` per (day, slot); NaN where none (a DST hour twice is averaged)."""
+        total = np.zeros((self.n_days, self.n_slots))
+        count = np.zeros((self.n_days, self.n_slots))
+        ok = np.isfinite(values)
+        np.add.at(total, (day[ok], slot[ok]), values[ok])
+        np.add.at(count, (day[ok], slot[ok]), 1)
+        with np.errstate(invalid="ignore"):
+            return np.where(count > 0, total / np.maximum(count, 1), np.nan)
+
+    def _window(self, start: pd.Timestamp) -> tuple[np.ndarray, np.ndarray]:
+        """Rows (days) of the profile window before ``start``'s local date, and their weights.
+
+        When the history ends before ``start`` the window ends at the last day with data (and the
+        caller's meta reports how stale it is)."""
+        d0 = int(self._day_number(pd.DatetimeIndex([start]).tz_convert(self.zone))[0])
+        end = min(d0, self._last_data_day + 1)
+        rows = np.arange(max(0, end - 7 * self.settings.weeks), end)
+        age = end - rows  # 1 = the day before
+        return rows, 0.5 ** ((age - 1) / self.settings.half_life_days)
+
+    def _weighted_profile(self, rows: np.ndarray, w: np.ndarray, values: np.ndarray, statistic: str | None = None) -> np.ndarray:
+        """Weighted mean or median per (day type, slot) with the fallbacks of the module docstring."""
+        stat = weighted_median if (statistic or self.settings.statistic) == "median" else weighted_mean
+        x = values[rows]
+        types = self.types[rows]
+        all_types = stat(x, w)
+        finite = x[np.isfinite(x)]
+        overall = float(finite.mean()) if finite.size else np.nan
+        all_types = np.where(np.isfinite(all_types), all_types, overall)
+        out = np.empty((len(DAY_TYPES), self.n_slots))
+        for t in range(len(DAY_TYPES)):
+            sel = types == t
+            prof = stat(x[sel], w[sel]) if sel.any() else all_types
+            out[t] = np.where(np.isfinite(prof), prof, all_types)
+        return out
+
+    def _targets(self, index: pd.DatetimeIndex) -> tuple[np.ndarray, np.ndarray]:
+        """Day type and slot of each target interval (local time)."""
+        local = index.tz_convert(self.zone)
+        noon = local.tz_localize(None).normalize().tz_localize(self.zone) + pd.Timedelta(hours=12)
+        return day_type_codes(self.day_types(noon)), self._slot(local)
+
+    def profile(self, start: pd.Timestamp, index: pd.DatetimeIndex) -> np.ndarray:
+        """The weighted day-type profile ``P`` at each interval of ``index`` [kW] (no level, no temperature)."""
+        rows, w = self._window(start)
+        prof = self._weighted_profile(rows, w, self.matrix)
+        if not np.isfinite(prof).all():
+            raise DataError(Problem("history", None, "load_kw", None,
+                                    f"no load measurements in the {self.settings.weeks} weeks before {start}; "
+                                    "the load forecast needs recent history", has_value=False))
+        types, slots = self._targets(index)
+        return prof[types, slots]
+
+    def level_offset(self, start: pd.Timestamp) -> float:
+        """``delta``: mean measured minus mean profile over the last ``level_window_hours`` [kW] (0 if no data)."""
+        t = pd.Timestamp(start).as_unit("ns").value
+        window_ns = int(self.settings.level_window_hours * 3600e9)
+        lo, end = (int(i) for i in np.searchsorted(self._index_ns, [t - window_ns, t], side="left"))
+        measured = self._load[lo:end]
+        ok = np.isfinite(measured)
+        if not ok.any():
+            return 0.0
+        past = pd.DatetimeIndex(self._index_ns[lo:end][ok]).tz_localize("UTC")
+        return float(measured[ok].mean() - self.profile(start, past).mean())
+
+    def temperature_terms(self, start: pd.Timestamp, index: pd.DatetimeIndex, temp_air: np.ndarray) -> tuple[np.ndarray, dict]:
+        """``beta_h*(HDH - H) + beta_c*(CDH - C)`` at each interval [kW], and what was fitted."""
+        if self.temp is None or not np.isfinite(temp_air).all():
+            return np.zeros(len(index)), {"used": False, "reason": "no air temperature for history and horizon"}
+        rows, w = self._window(start)
+        usable = np.isfinite(self.temp[rows]) & np.isfinite(self.matrix[rows])
+        if usable.any(axis=1).sum() < MIN_TEMPERATURE_DAYS:
+            return np.zeros(len(index)), {"used": False, "reason": f"under {MIN_TEMPERATURE_DAYS} days of temperature history"}
+        heat, cool = np.maximum(BASE_TEMP_C - self.temp, 0.0), np.maximum(self.temp - BASE_TEMP_C, 0.0)
+        mats = [self._masked(m, rows, usable) for m in (self.matrix, heat, cool)]
+        profs = [self._weighted_profile(rows, w, m, "mean") for m in mats]
+        row_types = self.types[rows]
+        dev = [(m[rows] - p[row_types])[usable] for m, p in zip(mats, profs)]
+        sqrt_w = np.sqrt(np.broadcast_to(w[:, None], usable.shape)[usable])
+        beta, *_ = np.linalg.lstsq(np.column_stack(dev[1:]) * sqrt_w[:, None], dev[0] * sqrt_w, rcond=None)
+        types, slots = self._targets(index)
+        h_fc, c_fc = np.maximum(BASE_TEMP_C - temp_air, 0.0), np.maximum(temp_air - BASE_TEMP_C, 0.0)
+        terms = beta[0] * (h_fc - profs[1][types, slots]) + beta[1] * (c_fc - profs[2][types, slots])
+        return terms, {"used": True, "beta_heating_kw_per_c": float(beta[0]), "beta_cooling_kw_per_c": float(beta[1])}
+
+    def _masked(self, values: np.ndarray, rows: np.ndarray, both: np.ndarray) -> np.ndarray:
+        """A full-size matrix equal to ``values`` on the window's usable cells, NaN elsewhere."""
+        out = np.full_like(values, np.nan)
+        out[rows] = np.where(both, values[rows], np.nan)
+        return out
+
+    def forecast(self, start: pd.Timestamp, index: pd.DatetimeIndex, step: pd.Timedelta,
+                 temp_air: np.ndarray | None = None) -> tuple[np.ndarray, dict]:
+        """Load [kW] on ``index`` (interval starts; ``step`` wide) made at ``start``, and its meta."""
+        base = self.profile(start, index)
+        delta = self.level_offset(start)
+        lead_h = ((index - pd.Timestamp(start)) / pd.Timedelta(hours=1)).to_numpy() + step / pd.Timedelta(hours=2)
+        fade = np.exp(-lead_h / self.settings.level_tau_hours)
+        meta: dict = {"level_offset_kw": delta, "level_tau_hours": self.settings.level_tau_hours}
+        terms = np.zeros(len(index))
+        if temp_air is not None:
+            terms, meta["temperature"] = self.temperature_terms(start, index, temp_air)
+        return np.clip(base + terms + delta * fade, 0.0, None), meta
