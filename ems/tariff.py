@@ -84,6 +84,13 @@ class Period(_Strict):
             raise ValueError(f"period boundaries fall on 15-minute steps (:00, :15, :30, :45); got {v!r}")
         return v
 
+    @field_validator("start")
+    @classmethod
+    def _start_in_day(cls, v: str) -> str:
+        if _minutes(v) == 1440:  # 24:00 - 24:00 would silently mean the whole day
+            raise ValueError("a period starts at 00:00-23:45; 24:00 is only an end")
+        return v
+
     def covers_minute(self, minute: np.ndarray) -> np.ndarray:
         """Which minutes-after-midnight fall inside this period's clock range."""
         s, e = _minutes(self.start), _minutes(self.end)

@@ -95,6 +95,10 @@ CASES = {
         "seasons: [summer], rate", "seasons: [summer], end: \"24:30\", rate",
         "{line}: energy[0].end = '24:30': expected a clock time 'HH:MM' from 00:00 to 24:00; got '24:30'",
         "name: summer, seasons"),
+    "start at 24:00": (
+        "seasons: [summer], rate", "seasons: [summer], start: \"24:00\", rate",
+        "{line}: energy[0].start = '24:00': a period starts at 00:00-23:45; 24:00 is only an end",
+        "name: summer, seasons"),
     "unknown day type": (
         "seasons: [summer], rate", "seasons: [summer], days: [weekend], rate",
         "{line}: energy[0].days[0] = 'weekend': Input should be 'weekday', 'saturday', 'sunday' or 'holiday'",
