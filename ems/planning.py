@@ -1,0 +1,546 @@
+"""Planning for a configured site: config + forecasts + state in, a checked schedule out.
+
+This module translates a :class:`~ems.config.SiteConfig` and the inputs of one re-plan into the
+plain arrays of :class:`models.data.PlanProblem`, solves it (:mod:`models.solve`), checks the
+result (:mod:`models.verify`) and returns a :class:`PlanResult` (schedule + summary).
+
+What a plan guarantees: the schedule has been verified (power balance every step, every flow
+within its bounds, export only from PV unless the site allows vehicle export, no charger charging
+and discharging at once, one car per charger, SOC following from the flows within its limits).
+A requirement that cannot be met is named in words in ``summary["messages"]``, relaxed to what
+can be met, and the shortfall reported; a solver failure gives the safe rule-based schedule of
+:mod:`models.fallback`, flagged ``fallback``.
+
+Pricing the demand charge inside a short horizon: a horizon month's peak is billed at
+rate x max(peak, what the month's contract already holds); the same peak also sets the contract
+of each of the following ``ratchet_months`` months unless an older peak still in their ratchet
+window holds a higher level. The model charges rate x (contract - held level) for each of those
+later months too, assuming their own peaks stay lower (the planner cannot see them; the
+assumption makes it cautious about new peaks, which is the intent). So a new record peak costs
+rate x (ratchet_months + 1) = 12 months per kW, a peak below an old record costs only the months
+until that record leaves the ratchet window, and a peak below this month's metered peak costs
+nothing. ``summary["demand_cost"]`` is the horizon months' own basic charge (what their bills
+show); ``summary["ratchet_cost"]`` what the plan adds to later months.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from ems.config import SiteConfig
+from ems.errors import DataError, Problem
+from ems.tariff import Tariff
+from ems.vehicles import timeline
+from models.data import BlockSpec, ChargerSpec, DemandSpec, PlanProblem, VehicleSpec, check_problem, pairs
+from models.fallback import rule_based
+from models.formulation import SOFT_FAMILIES, needs_grid_direction_binary
+from models.requirements import Requirements, requirements, reserve_requirement_kwh
+from models.solution import Values
+from models.solve import Session, Solution, SolveOptions, plan_costs
+from models.verify import violations
+
+log = logging.getLogger(__name__)
+
+WINDOW = pd.Timedelta(minutes=30)   # Japanese demand metering: fixed :00/:30 windows
+TOL_KWH = 1e-3                      # shortfalls below 1 Wh are not worth a message
+
+
+@dataclass
+class SiteState:
+    """What the site knows at the plan start.
+
+    ``soc_kwh``: energy in each vehicle's battery [kWh] (for a car away, the last known value);
+    ``month_peak_kw``: highest 30-minute average import metered so far this billing month;
+    ``peak_history_kw``: "YYYY-MM" -> metered peak of past months [kW] (the ratchet);
+    ``window_import_kwh``: import already metered in the current 30-minute window when the plan
+    starts mid-window (15-minute steps); ``month_import_kwh``: this month's import so far (blocks).
+    """
+
+    soc_kwh: dict[str, float]
+    month_peak_kw: float = 0.0
+    peak_history_kw: dict[str, float] = field(default_factory=dict)
+    window_import_kwh: float = 0.0
+    month_import_kwh: float = 0.0
+
+
+@dataclass
+class PlanResult:
+    """A checked schedule and its summary.
+
+    ``schedule``: index = aware interval starts (site time zone); columns pv_kw, load_kw,
+    import_kw, export_kw, curtail_kw, <charger>_charge_kw, <charger>_discharge_kw,
+    <vehicle>_soc_kwh (at the interval start; the end SOC is ``summary["final_soc_kwh"]``), and
+    unserved_kw when an outage is planned. ``assignment``: the charger each vehicle uses in each
+    step ("" = none). ``summary``: see :func:`summary_keys`.
+    """
+
+    schedule: pd.DataFrame
+    summary: dict
+    assignment: pd.DataFrame | None = None
+    problem: PlanProblem | None = None
+
+
+SUMMARY_KEYS = ("status", "objective", "energy_cost", "demand_cost", "export_credit", "wear_cost", "penalty_cost",
+                "peak_kw", "build_seconds", "solve_seconds", "messages")
+
+
+def summary_keys() -> tuple[str, ...]:
+    """Keys every summary has (more follow: fallback, method, ratchet_cost, terminal_value, ...)."""
+    return SUMMARY_KEYS
+
+
+# ----- inputs onto the planning grid ------------------------------------------------------------
+
+def _bad(path: str, value: object, message: str) -> DataError:
+    return DataError(Problem("plan", None, path, value, message))
+
+
+def plan_index(cfg: SiteConfig, start: pd.Timestamp, hours: float | None = None) -> pd.DatetimeIndex:
+    """Interval starts of the horizon in the site's time zone; the start must lie on a step boundary."""
+    step = pd.Timedelta(minutes=cfg.planner.step_minutes)
+    hours = cfg.planner.horizon_hours if hours is None else hours
+    if not isinstance(start, pd.Timestamp) or start.tzinfo is None:
+        raise _bad("start", str(start), "the plan start needs a time zone or UTC offset")
+    steps = hours * 60 / cfg.planner.step_minutes
+    if hours <= 0 or abs(steps - round(steps)) > 1e-9:
+        raise _bad("hours", hours, f"the horizon must be a positive whole number of {cfg.planner.step_minutes}-minute steps")
+    local = start.tz_convert(cfg.zone)
+    if (local.minute * 60 + local.second) % (cfg.planner.step_minutes * 60) or local.microsecond or local.nanosecond:
+        raise _bad("start", local.isoformat(), f"the plan start must lie on a {cfg.planner.step_minutes}-minute step "
+                                                f"(floor it, e.g. {local.floor(step).isoformat()})")
+    return pd.date_range(local, periods=int(round(steps)), freq=step)
+
+
+def on_grid(series: pd.Series, index: pd.DatetimeIndex, name: str) -> np.ndarray:
+    """Values of ``series`` [kW] on the planning steps.
+
+    Interval-start average powers: a coarser series is held over the steps it covers (a 30-minute
+    value applies to both 15-minute halves); a finer one is averaged over each step, which it must
+    cover completely. Missing, NaN or negative values are errors naming the first timestamps.
+    """
+    if not isinstance(series, pd.Series) or not isinstance(series.index, pd.DatetimeIndex) or series.index.tz is None:
+        raise _bad(name, type(series).__name__, "expected a pandas Series indexed by time-zone aware timestamps")
+    s = series.sort_index()
+    s = s[~s.index.duplicated(keep="first")]
+    step = index[1] - index[0] if len(index) > 1 else pd.Timedelta(index.freq)
+    sstep = s.index.to_series().diff().min() if len(s) > 1 else step
+    if sstep >= step:
+        pos = s.index.searchsorted(index, side="right") - 1
+        ok = (pos >= 0) & (index < s.index[np.clip(pos, 0, None)] + sstep)
+        values = np.where(ok, s.to_numpy(dtype=float)[np.clip(pos, 0, None)], np.nan)
+    else:
+        bins = np.floor((s.index - index[0]) / step).astype(int)
+        inside = (bins >= 0) & (bins < len(index))
+        grouped = pd.Series(s.to_numpy(dtype=float)[inside]).groupby(bins[inside])
+        full = grouped.count() == int(round(step / sstep))
+        means = grouped.mean()[full]
+        values = np.full(len(index), np.nan)
+        values[means.index.to_numpy()] = means.to_numpy()
+    missing = np.flatnonzero(np.isnan(values))
+    if missing.size:
+        first = ", ".join(index[i].isoformat() for i in missing[:3])
+        raise _bad(name, first, f"no value for {missing.size} of the {len(index)} planning steps (first: {first}); "
+                                f"the series must cover {index[0].isoformat()} to {(index[-1] + step).isoformat()}")
+    negative = np.flatnonzero(values < 0)
+    if negative.size:
+        raise _bad(name, float(values[negative[0]]), f"negative power at {index[negative[0]].isoformat()}; kW must be >= 0")
+    return values
+
+
+def holiday_calendar(tariff: Tariff) -> Callable[[dt.date], bool]:
+    """``is_holiday(date)`` from the tariff's own calendar (its day type "holiday")."""
+    @functools.lru_cache(maxsize=4096)
+    def is_holiday(day: dt.date) -> bool:
+        ts = pd.DatetimeIndex([pd.Timestamp(day).tz_localize(tariff.zone) + pd.Timedelta(hours=12)])
+        return bool(tariff.day_types(ts)[0] == "holiday")
+    return is_holiday
+
+
+# ----- config -> model data -------------------------------------------------------------------
+
+def charger_specs(cfg: SiteConfig) -> tuple[ChargerSpec, ...]:
+    """Each configured charger as model data (percentages -> fractions)."""
+    return tuple(ChargerSpec(c.id, c.max_charge_kw, c.max_discharge_kw, c.charge_efficiency_pct / 100,
+                             c.discharge_efficiency_pct / 100, c.islanded_rating_kw) for c in cfg.chargers)
+
+
+def vehicle_specs(cfg: SiteConfig, index: pd.DatetimeIndex, state: SiteState,
+                  is_holiday: Callable[[dt.date], bool]) -> tuple[VehicleSpec, ...]:
+    """Each vehicle's limits and stays on the grid; its SOC at the start from ``state``."""
+    missing = [v.id for v in cfg.vehicles if v.id not in state.soc_kwh]
+    if missing:
+        raise _bad("state.soc_kwh", sorted(state.soc_kwh), f"no state of charge for vehicle(s) {missing}")
+    out = []
+    every = tuple(c.id for c in cfg.chargers)
+    for v in cfg.vehicles:
+        soc0 = float(state.soc_kwh[v.id])
+        if not 0 <= soc0 <= v.capacity_kwh:
+            raise _bad(f"state.soc_kwh[{v.id}]", soc0, f"must be between 0 and the capacity {v.capacity_kwh:g} kWh")
+        tl = timeline(v, index, cfg.zone, is_holiday)
+        out.append(VehicleSpec(
+            id=v.id, capacity_kwh=v.capacity_kwh, min_kwh=v.min_soc_pct / 100 * v.capacity_kwh,
+            max_kwh=v.max_soc_pct / 100 * v.capacity_kwh, soc0_kwh=soc0, plugged=tl.plugged,
+            target_kwh=tl.target_kwh, arrival_set_kwh=tl.arrival_set_kwh, arrival_trip_kwh=tl.arrival_trip_kwh,
+            chargers=tuple(v.chargers) or every,
+            max_charge_kw=np.inf if v.max_charge_kw is None else v.max_charge_kw,
+            max_discharge_kw=np.inf if v.max_discharge_kw is None else v.max_discharge_kw,
+            wear_cost_per_kwh=v.wear_cost_per_kwh))
+    return tuple(out)
+
+
+def window_starts(index: pd.DatetimeIndex, tariff: Tariff) -> pd.DatetimeIndex:
+    """Start of the fixed :00/:30 demand window (tariff-local) each interval falls in."""
+    local = index.tz_convert(tariff.zone)
+    return local - pd.to_timedelta((np.asarray(local.minute) % 30) * 60 + np.asarray(local.second), unit="s")
+
+
+def _month_add(month: str, k: int) -> str:
+    """The month ``k`` months after "YYYY-MM"."""
+    n = int(month[:4]) * 12 + int(month[5:7]) - 1 + k
+    return f"{n // 12:04d}-{n % 12 + 1:02d}"
+
+
+def demand_spec(cfg: SiteConfig, index: pd.DatetimeIndex, state: SiteState) -> DemandSpec | None:
+    """Windows, months and ratchet levels of a demand tariff (None without a demand charge)."""
+    tariff, basic = cfg.tariff, cfg.tariff.basic
+    rate = basic.demand_rate()
+    if basic.kind != "demand" or rate <= 0:
+        return None
+    step = index[1] - index[0] if len(index) > 1 else pd.Timedelta(minutes=cfg.planner.step_minutes)
+    local = index.tz_convert(tariff.zone)
+    uniq, window_of_step = np.unique(window_starts(index, tariff).asi8, return_inverse=True)
+    ws = pd.DatetimeIndex(uniq).tz_localize("UTC").tz_convert(tariff.zone)
+    pre = np.zeros(len(ws))
+    if local[0] != ws[0]:
+        pre[0] = state.window_import_kwh
+    elif state.window_import_kwh:
+        raise _bad("state.window_import_kwh", state.window_import_kwh,
+                   "the plan starts on a :00/:30 window boundary, so nothing can be metered in its window yet; give 0")
+    end = local[-1] + step
+    hours = np.minimum((end - ws) / pd.Timedelta(hours=1), 0.5)
+    month_of_ws = tariff.months(ws)
+    labels, month_of_window = np.unique(month_of_ws, return_inverse=True)
+    labels = [str(x) for x in labels]
+    M, R = len(labels), basic.ratchet_months
+    billed = labels + [_month_add(labels[-1], j) for j in range(1, R + 1)]
+    history = {k: float(v) for k, v in state.peak_history_kw.items()}
+    floor = np.array([history.get(m, 0.0) for m in labels])
+    floor[0] = max(floor[0], state.month_peak_kw)
+    held, links = np.zeros(len(billed)), np.zeros((len(billed), M), dtype=bool)
+    for b, month in enumerate(billed):
+        window = {_month_add(month, -j) for j in range(R + 1)}
+        old = [history[h] for h in window if h in history and h not in labels]
+        held[b] = max([basic.minimum_contract_kw, *old])
+        links[b] = [m in window for m in labels]
+    return DemandSpec(rate, window_of_step.astype(int), pre, hours.to_numpy(dtype=float), month_of_window.astype(int),
+                      floor, held, links, np.arange(len(billed)) < M, tuple(billed))
+
+
+def block_spec(cfg: SiteConfig, index: pd.DatetimeIndex, state: SiteState) -> BlockSpec | None:
+    """Room left in each increasing block of each month in the horizon (None for time-of-use tariffs)."""
+    tariff = cfg.tariff
+    if not tariff.blocks:
+        return None
+    months, month_of_step = np.unique(tariff.months(index), return_inverse=True)
+    uppers = [np.inf if b.up_to_kwh is None else b.up_to_kwh for b in tariff.blocks]
+    lowers = [0.0] + uppers[:-1]
+    room = np.zeros((len(months), len(uppers)))
+    for n in range(len(months)):
+        used = state.month_import_kwh if n == 0 else 0.0
+        room[n] = [max(0.0, u - max(lo, used)) for lo, u in zip(lowers, uppers)]
+    return BlockSpec(month_of_step.astype(int), np.array([b.rate_per_kwh for b in tariff.blocks]), room)
+
+
+def build_problem(cfg: SiteConfig, start: pd.Timestamp, pv_kw: pd.Series, load_kw: pd.Series, state: SiteState,
+                  outage: tuple[pd.Timestamp, pd.Timestamp] | None = None, hours: float | None = None) -> PlanProblem:
+    """The model data of one re-plan (see the module docstring)."""
+    index = plan_index(cfg, start, hours)
+    T = len(index)
+    dt_h = cfg.planner.step_minutes / 60
+    pv, load = on_grid(pv_kw, index, "pv_kw"), on_grid(load_kw, index, "load_kw")
+    mask = np.zeros(T, dtype=bool)
+    if outage is not None:
+        o0, o1 = outage
+        if o0.tzinfo is None or o1.tzinfo is None or not o1 > o0:
+            raise _bad("outage", f"{o0} .. {o1}", "an outage is (start, end) with time zones, end after start")
+        mask = (index >= o0) & (index < o1)
+        load = np.where(mask, cfg.load.critical_kw, load)
+    tariff = cfg.tariff
+    blocks = block_spec(cfg, index, state)
+    import_price = tariff.adder_rate(index) if blocks is not None else tariff.import_price(index)
+    reserve = None
+    if cfg.outage.reserve_hours > 0 and cfg.load.critical_kw > 0 and cfg.vehicles:
+        reserve = reserve_requirement_kwh(cfg.load.critical_kw, pv, dt_h, cfg.outage.reserve_hours)
+    terminal = cfg.planner.terminal_value_per_kwh
+    if terminal is None:
+        terminal = float(np.mean(tariff.import_price(index, state.month_import_kwh)))
+    end = index[-1] + (index[1] - index[0] if T > 1 else pd.Timedelta(minutes=cfg.planner.step_minutes))
+    bounds = list(index) + [end]
+    fmt = "%H:%M" if bounds[-1] - bounds[0] <= pd.Timedelta(hours=24) and bounds[0].date() == bounds[-1].date() else "%a %H:%M"
+    problem = PlanProblem(
+        dt_h=dt_h, pv_kw=pv, load_kw=load, import_price=np.asarray(import_price, dtype=float),
+        export_price=np.asarray(tariff.export_rate(index), dtype=float),
+        import_limit_kw=np.full(T, cfg.grid.import_limit_kw), export_limit_kw=np.full(T, cfg.grid.export_limit_kw),
+        chargers=charger_specs(cfg), vehicles=vehicle_specs(cfg, index, state, holiday_calendar(tariff)),
+        vehicle_export_allowed=cfg.grid.vehicle_export_allowed, demand=demand_spec(cfg, index, state), blocks=blocks,
+        reserve_kwh=reserve, reserve_soft=cfg.outage.mode == "soft",
+        reserve_penalty_per_kwh_h=cfg.outage.soft_penalty_per_kwh, outage=mask if outage is not None else None,
+        value_of_lost_load_per_kwh=cfg.outage.value_of_lost_load_per_kwh, terminal_value_per_kwh=terminal,
+        final_soc_at_least_initial=cfg.planner.require_final_soc_at_least_initial,
+        labels=tuple(b.strftime(fmt) for b in bounds))
+    check_problem(problem)
+    return problem
+
+
+# ----- solving and reporting ------------------------------------------------------------------
+
+def solve_options(cfg: SiteConfig, **overrides) -> SolveOptions:
+    """Solver settings from the config's planner section (time limit, gap in % -> fraction)."""
+    opts = {"time_limit_s": cfg.planner.solver_time_limit_s, "mip_rel_gap": cfg.planner.mip_gap_pct / 100}
+    opts.update(overrides)
+    return SolveOptions(**opts)
+
+
+def _pct(problem: PlanProblem, vi: int, kwh: float) -> str:
+    return f"{100 * kwh / problem.vehicles[vi].capacity_kwh:.0f} %"
+
+
+def shortfall_messages(problem: PlanProblem, req: Requirements, v: Values) -> list[str]:
+    """What the plan does not meet, in words: targets, minimum SOC, reserve, import limit, unserved load."""
+    out = []
+    for vi, veh in enumerate(problem.vehicles):
+        for k in np.flatnonzero(~np.isnan(veh.target_kwh)):
+            short = veh.target_kwh[k] - v.soc[vi, k]
+            if short > TOL_KWH:
+                out.append(f"car {veh.id} leaves at {problem.label(int(k))} with {_pct(problem, vi, v.soc[vi, k])}, "
+                           f"{short:.1f} kWh short of its {_pct(problem, vi, veh.target_kwh[k])} target")
+        below = veh.min_kwh - v.soc[vi, 1:]
+        if np.any(below > TOL_KWH):
+            k = int(np.argmax(below)) + 1
+            out.append(f"car {veh.id} is at {_pct(problem, vi, v.soc[vi, k])} at {problem.label(k)}, below its "
+                       f"{_pct(problem, vi, veh.min_kwh)} minimum")
+        if problem.final_soc_at_least_initial and veh.soc0_kwh - v.soc[vi, -1] > TOL_KWH:
+            out.append(f"car {veh.id} ends at {_pct(problem, vi, v.soc[vi, -1])}, below its initial {_pct(problem, vi, veh.soc0_kwh)}")
+    if v.res_short.max(initial=0.0) > TOL_KWH:
+        t = int(np.argmax(v.res_short))
+        out.append(f"the outage reserve is short by up to {v.res_short[t]:.1f} kWh (at {problem.label(t)}; "
+                   f"{int(np.sum(v.res_short > TOL_KWH))} step(s))")
+    if v.over is not None and v.over.max(initial=0.0) > TOL_KWH:
+        t = int(np.argmax(v.over))
+        out.append(f"import exceeds the {problem.import_limit_kw[t]:g} kW limit by up to {v.over[t]:.1f} kW "
+                   f"(at {problem.label(t)}; {int(np.sum(v.over > TOL_KWH))} step(s))")
+    if v.uns.sum() * problem.dt_h > TOL_KWH:
+        served = np.flatnonzero(v.uns > TOL_KWH)
+        out.append(f"the outage leaves {v.uns.sum() * problem.dt_h:.1f} kWh of critical load unserved, "
+                   f"from {problem.label(int(served[0]))}")
+    return out
+
+
+def _check(problem: PlanProblem, req: Requirements, v: Values, soft: frozenset[str]) -> list[str]:
+    """:func:`models.verify.violations` with the requirement set the plan was solved for."""
+    hard_reserve = problem.reserve_kwh is not None and not problem.reserve_soft and "reserve" not in soft
+    return violations(problem, v, req.soc_lb(soft), req.soc_ub, req.fixed, req.reserve_kwh, hard_reserve,
+                      import_soft="import" in soft, grid_direction=needs_grid_direction_binary(problem))
+
+
+def _frames(problem: PlanProblem, index: pd.DatetimeIndex, v: Values) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The schedule and the vehicle -> charger assignment as DataFrames."""
+    ps = pairs(problem)
+    cols: dict[str, np.ndarray] = {"pv_kw": problem.pv_kw, "load_kw": problem.load_kw, "import_kw": v.imp,
+                                   "export_kw": v.exp, "curtail_kw": v.curt}
+    for ci, c in enumerate(problem.chargers):
+        rows = [i for i, p in enumerate(ps) if p.c == ci]
+        cols[f"{c.id}_charge_kw"] = v.ch[rows].sum(axis=0) if rows else np.zeros(len(index))
+        cols[f"{c.id}_discharge_kw"] = v.dis[rows].sum(axis=0) if rows else np.zeros(len(index))
+    for vi, veh in enumerate(problem.vehicles):
+        cols[f"{veh.id}_soc_kwh"] = v.soc[vi, :-1]
+    if problem.outage is not None:
+        cols["unserved_kw"] = v.uns
+    schedule = pd.DataFrame(cols, index=index)
+    schedule.index.name = "timestamp"
+    assign = pd.DataFrame({veh.id: [""] * len(index) for veh in problem.vehicles}, index=index, dtype=object)
+    for i, p in enumerate(ps):
+        on = (v.ch[i] > 1e-6) | (v.dis[i] > 1e-6)
+        assign.iloc[np.flatnonzero(on), p.v] = problem.chargers[p.c].id
+    return schedule, assign
+
+
+def window_peak_kw(index: pd.DatetimeIndex, import_kw: np.ndarray, tariff: Tariff) -> float:
+    """Largest average import over the fixed :00/:30 windows the plan covers [kW] (partial windows:
+    over the part covered)."""
+    return float(pd.Series(import_kw).groupby(window_starts(index, tariff).asi8).mean().max())
+
+
+def _fixed_cost(cfg: SiteConfig, index: pd.DatetimeIndex) -> float:
+    """Monthly basic charges that do not depend on the plan, for each billing month touched [currency]."""
+    if cfg.tariff.basic.kind == "demand":
+        return 0.0
+    return cfg.tariff.basic.fixed_amount() * len(set(cfg.tariff.months(index)))
+
+
+class Planner:
+    """Plans for one site; keeps a persistent model between calls of the same shape.
+
+    ``options`` overrides the solver settings taken from ``cfg.planner`` (e.g. the interface).
+    """
+
+    def __init__(self, cfg: SiteConfig, options: SolveOptions | None = None):
+        self.cfg = cfg
+        self.session = Session(options or solve_options(cfg))
+
+    def plan(self, start: pd.Timestamp, pv_kw: pd.Series, load_kw: pd.Series, state: SiteState, *,
+             outage: tuple[pd.Timestamp, pd.Timestamp] | None = None, hours: float | None = None) -> PlanResult:
+        """A checked schedule from ``start`` for ``hours`` (default: the config's horizon).
+
+        Raises :class:`~ems.errors.DataError` for invalid inputs; never for an infeasible or failed solve.
+        """
+        t0 = time.perf_counter()
+        problem = build_problem(self.cfg, start, pv_kw, load_kw, state, outage, hours)
+        req = requirements(problem)
+        prep = time.perf_counter() - t0
+        messages = [f.text for f in req.findings]
+        soft = req.soften
+        sol = self.session.solve(problem, req, soft)
+        build, solve = sol.build_seconds, sol.solve_seconds
+        if sol.status == "infeasible":
+            soft = frozenset(SOFT_FAMILIES)
+            messages.append("the requirements cannot all be met together; planning with each of them relaxed "
+                            "(shortfalls below)")
+            sol = self.session.solve(problem, req, soft)
+            build, solve = build + sol.build_seconds, solve + sol.solve_seconds
+        index = plan_index(self.cfg, start, hours)
+        return self._result(index, problem, req, sol, soft, messages, prep + build, solve)
+
+    def _result(self, index: pd.DatetimeIndex, problem: PlanProblem, req: Requirements, sol: Solution,
+                soft: frozenset[str], messages: list[str], build_s: float, solve_s: float) -> PlanResult:
+        """Verify the solution (or the fallback) and assemble the result."""
+        messages = messages + sol.messages
+        fallback = sol.values is None
+        values = None if fallback else sol.values.cleaned()
+        if values is not None:
+            problems = _check(problem, req, values, soft)
+            cost = plan_costs(problem, req, values, soft)
+            if sol.objective is not None and abs(cost.objective - sol.objective) > 1e-6 * max(1.0, abs(sol.objective)) + 1e-3:
+                problems.append(f"the solver's objective {sol.objective:.4f} differs from the plan's priced cost "
+                                f"{cost.objective:.4f}")
+            if problems:
+                log.error("solution failed verification: %s", problems)
+                messages.append("the solver's schedule failed verification (" + "; ".join(problems[:3]) + ")")
+                fallback = True
+        if fallback:
+            messages.append("no optimised schedule: using the safe rule (no discharge while the grid is up, charge "
+                            "toward each departure target)")
+            soft = frozenset(SOFT_FAMILIES)
+            values = rule_based(problem, req)
+            leftover = _check(problem, req, values, soft)
+            if leftover:
+                messages.append("the safe rule breaks: " + "; ".join(leftover[:3]))
+        messages += shortfall_messages(problem, req, values)
+        cost = plan_costs(problem, req, values, soft)
+        schedule, assign = _frames(problem, index, values)
+        summary = {
+            "status": "fallback" if fallback else sol.status,
+            "objective": cost.objective,
+            "energy_cost": cost.energy,
+            "demand_cost": cost.demand,
+            "export_credit": cost.export_credit,
+            "wear_cost": cost.wear,
+            "penalty_cost": cost.penalty,
+            "peak_kw": window_peak_kw(index, values.imp, self.cfg.tariff),
+            "build_seconds": build_s,
+            "solve_seconds": solve_s,
+            "messages": messages,
+            "fallback": fallback,
+            "method": "rule" if fallback else sol.method,
+            "relaxed": sorted(soft),
+            "ratchet_cost": cost.ratchet,
+            "terminal_value": cost.terminal_value,
+            "fixed_cost": _fixed_cost(self.cfg, index),
+            "unserved_kwh": cost.unserved_kwh,
+            "month_peaks_kw": cost.month_peaks_kw,
+            "final_soc_kwh": {veh.id: float(values.soc[vi, -1]) for vi, veh in enumerate(problem.vehicles)},
+        }
+        summary["bill_cost"] = cost.energy + cost.demand + summary["fixed_cost"] - cost.export_credit
+        return PlanResult(schedule, summary, assign, problem)
+
+
+def plan_site(cfg: SiteConfig, start: pd.Timestamp, pv_kw: pd.Series, load_kw: pd.Series, state: SiteState,
+              **kw) -> PlanResult:
+    """One plan with a fresh :class:`Planner` (``kw``: outage, hours)."""
+    return Planner(cfg).plan(start, pv_kw, load_kw, state, **kw)
+
+
+def _month_starts(first: pd.Timestamp, end: pd.Timestamp, zone) -> list[pd.Timestamp]:
+    """Chunk boundaries: ``first``, every local month start inside (first, end), and ``end``."""
+    local = first.tz_convert(zone)
+    m = pd.Timestamp(year=local.year, month=local.month, day=1).tz_localize(zone)
+    out = [first]
+    while True:
+        m = (m + pd.Timedelta(days=32)).replace(day=1)
+        m = m.tz_localize(None).tz_localize(zone)
+        if m >= end:
+            break
+        out.append(m)
+    return out + [end]
+
+
+def plan_span(cfg: SiteConfig, pv_kw: pd.Series, load_kw: pd.Series, state: SiteState,
+              options: SolveOptions | None = None) -> PlanResult:
+    """Perfect-foresight plan over the whole span of the series, one billing month at a time.
+
+    Each month is one problem over exactly that month (in the tariff's time zone); the next month
+    starts from its final SOC, with its metered peak added to the ratchet history. The figures in
+    the summary add up over the months (``peak_kw`` is the largest; seconds are totals).
+    """
+    step = pd.Timedelta(minutes=cfg.planner.step_minutes)
+    idx = load_kw.index.intersection(pv_kw.index).sort_values()
+    if len(idx) < 2:
+        raise _bad("load_kw", len(idx), "plan_span needs load and PV series covering the same span")
+    first, end = idx[0], idx[-1] + (idx[1] - idx[0])
+    bounds = _month_starts(first, end, cfg.tariff.zone)
+    planner = Planner(cfg, options or solve_options(cfg, persistent=False))
+    results: list[PlanResult] = []
+    state = SiteState(dict(state.soc_kwh), state.month_peak_kw, dict(state.peak_history_kw),
+                      state.window_import_kwh, state.month_import_kwh)
+    for a, b in zip(bounds[:-1], bounds[1:]):
+        hours = (b - a) / pd.Timedelta(hours=1)
+        hours = np.floor(hours / (step / pd.Timedelta(hours=1)) + 1e-9) * (step / pd.Timedelta(hours=1))
+        if hours <= 0:
+            continue
+        res = planner.plan(a, pv_kw, load_kw, state, hours=hours)
+        results.append(res)
+        month = str(cfg.tariff.months(pd.DatetimeIndex([a]))[0])
+        history = dict(state.peak_history_kw)
+        history[month] = max(history.get(month, 0.0), state.month_peak_kw, res.summary["peak_kw"])
+        state = SiteState(dict(res.summary["final_soc_kwh"]), 0.0, history, 0.0, 0.0)
+    return _combine(results)
+
+
+def _combine(results: list[PlanResult]) -> PlanResult:
+    """One result from consecutive monthly results."""
+    additive = ("objective", "energy_cost", "demand_cost", "export_credit", "wear_cost", "penalty_cost", "build_seconds",
+                "solve_seconds", "ratchet_cost", "terminal_value", "fixed_cost", "unserved_kwh", "bill_cost")
+    summary = {k: float(sum(r.summary[k] for r in results)) for k in additive}
+    statuses = [r.summary["status"] for r in results]
+    summary.update({
+        "status": next((s for s in ("fallback", "feasible") if s in statuses), statuses[0]),
+        "peak_kw": max(r.summary["peak_kw"] for r in results),
+        "messages": [f"{r.schedule.index[0]:%Y-%m}: {m}" for r in results for m in r.summary["messages"]],
+        "fallback": any(r.summary["fallback"] for r in results),
+        "method": ",".join(sorted({r.summary["method"] for r in results})),
+        "relaxed": sorted({f for r in results for f in r.summary["relaxed"]}),
+        "month_peaks_kw": {k: v for r in results for k, v in r.summary["month_peaks_kw"].items()},
+        "final_soc_kwh": results[-1].summary["final_soc_kwh"],
+        "months": len(results),
+    })
+    schedule = pd.concat([r.schedule for r in results])
+    assignment = pd.concat([r.assignment for r in results])
+    return PlanResult(schedule, summary, assignment, None)

@@ -1,0 +1,18 @@
+"""The V2H/V2B scheduling library: plain arrays in (:mod:`models.data`), a pyomo model
+(:mod:`models.formulation`) solved by HiGHS (:mod:`models.solve`), checked (:mod:`models.verify`).
+
+Nothing here knows about YAML, Modbus, clocks or the ``ems`` application.
+"""
+
+from models.data import BlockSpec, ChargerSpec, DemandSpec, PlanProblem, VehicleSpec, check_problem
+from models.fallback import rule_based
+from models.requirements import Finding, Requirements, requirements, reserve_requirement_kwh
+from models.solution import Costs, Values, costs
+from models.solve import Session, Solution, SolveOptions
+from models.verify import violations
+
+__all__ = [
+    "BlockSpec", "ChargerSpec", "Costs", "DemandSpec", "Finding", "PlanProblem", "Requirements", "Session", "Solution",
+    "SolveOptions", "Values", "VehicleSpec", "check_problem", "costs", "requirements", "reserve_requirement_kwh",
+    "rule_based", "violations",
+]

@@ -1,0 +1,343 @@
+"""Solving the model: LP relaxation first, MILP only when the relaxation is not already integral.
+
+The fact this module is built around (measured, DESIGN.md "Real components"): HiGHS solves the LP
+relaxation of this model 50-300x faster than the MILP, and the relaxation is usually already a
+valid MILP solution. The MILP's binaries only forbid charging and discharging at once, two cars
+on one charger, one car on two chargers and (where it could pay) importing and exporting at once.
+If the relaxed flows break none of these, setting each binary to "is this flow on" gives a
+MILP-feasible point with the LP's objective, and since the LP bounds the MILP from below that
+point is a proven MILP optimum. Otherwise:
+
+1. *repair*: where a pair charges and discharges in the same step, replace the two flows by their
+   net (same battery energy, less consumed at the bus) and take the surplus off import, unserved
+   load, extra export or extra curtailment; if the repaired point is no more expensive than the
+   LP it is optimal too;
+2. *MILP*: HiGHS branch and bound, warm-started from the (repaired) relaxed point, within the
+   time limit and relative gap.
+
+:class:`Session` keeps one model per :func:`models.formulation.structure_key` and the solver
+attached to it, so a re-plan with the same shape only writes new parameter values.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import pyomo.environ as pe
+
+from models.data import PlanProblem, export_cap_kw, needs_grid_direction_binary, pairs
+from models.formulation import build_model, soft_penalties, structure_key, update_params
+from models.requirements import Requirements
+from models.solution import Costs, Values, costs
+from models.verify import ACTIVE_KW
+
+log = logging.getLogger(__name__)
+
+INTERFACES = ("appsi_highs", "highs")
+
+
+@dataclass(frozen=True)
+class SolveOptions:
+    """Solver settings: time limit [s] per solve, MILP relative gap (fraction), pyomo interface.
+
+    ``interface``: ``"appsi_highs"`` (pyomo.contrib.appsi, supports a MIP start) or ``"highs"``
+    (pyomo.contrib.solver). ``lp_first=False`` always solves the MILP (for comparisons).
+    ``persistent=False`` builds a new model for every solve.
+    """
+
+    time_limit_s: float = 10.0
+    mip_rel_gap: float = 1e-4
+    interface: str = "appsi_highs"
+    lp_first: bool = True
+    persistent: bool = True
+
+
+@dataclass
+class Solution:
+    """What a solve produced.
+
+    ``status``: optimal, feasible (time limit hit with a solution), infeasible or failed;
+    ``method``: lp (relaxation already integral), lp+repair, milp; ``objective`` the solver's.
+    """
+
+    status: str
+    method: str = ""
+    values: Values | None = None
+    objective: float | None = None
+    bound: float | None = None
+    build_seconds: float = 0.0
+    solve_seconds: float = 0.0
+    soft: frozenset[str] = frozenset()
+    messages: list[str] = field(default_factory=list)
+
+
+@dataclass
+class _Run:
+    status: str
+    objective: float | None
+    bound: float | None
+
+
+class _Backend:
+    """One HiGHS solver attached to one pyomo model, through the chosen pyomo interface."""
+
+    def __init__(self, interface: str):
+        if interface not in INTERFACES:
+            raise ValueError(f"unknown solver interface {interface!r}; use one of {INTERFACES}")
+        self.interface = interface
+        if interface == "appsi_highs":
+            from pyomo.contrib.appsi.solvers import Highs
+            s = Highs()
+            s.config.load_solution = False
+            u = s.update_config
+            u.check_for_new_or_removed_constraints = u.check_for_new_or_removed_vars = False
+            u.check_for_new_or_removed_params = u.check_for_new_objective = False
+            u.update_constraints = u.update_vars = u.update_named_expressions = u.update_objective = False
+            u.update_params = True
+        else:
+            from pyomo.contrib.solver.solvers.highs import Highs
+            s = Highs()
+            a = s.config.auto_updates
+            a.check_for_new_or_removed_constraints = a.check_for_new_or_removed_vars = False
+            a.check_for_new_or_removed_params = a.check_for_new_objective = False
+            a.update_constraints = a.update_vars = a.update_named_expressions = a.update_objective = False
+            a.update_parameters = True
+        self.solver = s
+
+    def run(self, model: pe.ConcreteModel, relax: bool, options: SolveOptions, warm: bool = False) -> _Run:
+        """Solve (the relaxation if ``relax``); load the values into the model if there is a solution."""
+        hopts = {"solve_relaxation": relax, "presolve": "on"}
+        if self.interface == "appsi_highs":
+            from pyomo.contrib.appsi.base import TerminationCondition as TC
+            s = self.solver
+            s.config.time_limit = options.time_limit_s
+            s.config.mip_gap = options.mip_rel_gap
+            s.config.warmstart = warm
+            s.highs_options = hopts
+            res = s.solve(model)
+            tc = res.termination_condition
+            has = res.best_feasible_objective is not None
+            if tc == TC.optimal:
+                status = "optimal"
+            elif tc in (TC.infeasible, TC.infeasibleOrUnbounded):
+                status = "infeasible"
+            else:
+                status = "feasible" if has else "failed"
+            if has:
+                res.solution_loader.load_vars()
+            return _Run(status, res.best_feasible_objective, res.best_objective_bound)
+        from pyomo.contrib.solver.common.results import SolutionStatus, TerminationCondition as TC
+        res = self.solver.solve(model, load_solutions=False, raise_exception_on_nonoptimal_result=False,
+                                time_limit=options.time_limit_s, rel_gap=options.mip_rel_gap, solver_options=hopts)
+        tc, ss = res.termination_condition, res.solution_status
+        has = ss in (SolutionStatus.optimal, SolutionStatus.feasible)
+        if tc == TC.convergenceCriteriaSatisfied and has:
+            status = "optimal"
+        elif tc in (TC.provenInfeasible, TC.locallyInfeasible, TC.infeasibleOrUnbounded):
+            status = "infeasible"
+        else:
+            status = "feasible" if has else "failed"
+        if has:
+            res.solution_loader.load_vars()
+        return _Run(status, res.incumbent_objective, res.objective_bound)
+
+
+def _array(var: pe.Var, shape: tuple[int, ...]) -> np.ndarray:
+    """Values of an indexed variable as an array (None read as 0)."""
+    out = np.zeros(shape)
+    for idx, v in var.items():
+        val = v.value
+        if val is not None:
+            out[idx] = val
+    return out
+
+
+def read_values(m: pe.ConcreteModel, problem: PlanProblem) -> Values:
+    """The solved model's decisions as arrays, read back once."""
+    T, P, V = problem.n_steps, len(pairs(problem)), len(problem.vehicles)
+    over = _array(m.over, (T,)) if hasattr(m, "over") else None
+    return Values(imp=_array(m.imp, (T,)), exp=_array(m.exp, (T,)), curt=_array(m.curt, (T,)), uns=_array(m.uns, (T,)),
+                  ch=_array(m.ch, (P, T)), dis=_array(m.dis, (P, T)), soc=_array(m.soc, (V, T + 1)),
+                  res_short=_array(m.res_short, (T,)) if hasattr(m, "res_short") else np.zeros(T), over=over)
+
+
+def conflicts(problem: PlanProblem, v: Values) -> dict[str, int]:
+    """How many steps break each integrality rule in relaxed flows (all zero = integral)."""
+    ps = pairs(problem)
+    on = (v.ch > ACTIVE_KW).astype(int) + (v.dis > ACTIVE_KW).astype(int)
+    out = {"pair": int(np.sum(on > 1)), "charger": 0, "vehicle": 0, "grid": 0}
+    busy = on > 0
+    for ci in range(len(problem.chargers)):
+        rows = [i for i, p in enumerate(ps) if p.c == ci]
+        if len(rows) > 1:
+            out["charger"] += int(np.sum(busy[rows].sum(axis=0) > 1))
+    for vi in range(len(problem.vehicles)):
+        rows = [i for i, p in enumerate(ps) if p.v == vi]
+        if len(rows) > 1:
+            out["vehicle"] += int(np.sum(busy[rows].sum(axis=0) > 1))
+    if needs_grid_direction_binary(problem):
+        out["grid"] = int(np.sum((v.imp > ACTIVE_KW) & (v.exp > ACTIVE_KW)))
+    return out
+
+
+def net_simultaneous(problem: PlanProblem, v: Values) -> Values | None:
+    """Replace charge-and-discharge-at-once by the net flow; None if the bus surplus cannot be placed.
+
+    Per pair and step: battery rate e = eta_c*ch - dis/eta_d is kept; ch' = e/eta_c (e >= 0) or
+    dis' = -e*eta_d (e < 0). The site then consumes s = (ch - dis) - (ch' - dis') >= 0 kW less,
+    taken off unserved load, then import, then added to export (within its cap and
+    export + curtailment <= PV), then to curtailment.
+    """
+    ps = pairs(problem)
+    ch, dis = v.ch.copy(), v.dis.copy()
+    surplus = np.zeros(problem.n_steps)
+    for i, t in np.argwhere((ch > ACTIVE_KW) & (dis > ACTIVE_KW)):
+        p = ps[i]
+        e = p.eta_c * ch[i, t] - dis[i, t] / p.eta_d
+        new_c, new_d = (e / p.eta_c, 0.0) if e >= 0 else (0.0, -e * p.eta_d)
+        surplus[t] += (ch[i, t] - dis[i, t]) - (new_c - new_d)
+        ch[i, t], dis[i, t] = new_c, new_d
+    uns, imp, exp, curt = v.uns.copy(), v.imp.copy(), v.exp.copy(), v.curt.copy()
+    for arr in (uns, imp):
+        take = np.minimum(surplus, arr)
+        arr -= take
+        surplus -= take
+    pv_room = problem.pv_kw - exp - curt if not problem.vehicle_export_allowed else np.full(problem.n_steps, np.inf)
+    take = np.clip(np.minimum(surplus, np.minimum(export_cap_kw(problem) - exp, pv_room)), 0.0, None)
+    exp += take
+    surplus -= take
+    take = np.clip(np.minimum(surplus, problem.pv_kw - curt - (0 if problem.vehicle_export_allowed else exp)), 0.0, None)
+    curt += take
+    surplus -= take
+    if np.any(surplus > 1e-9):
+        return None
+    return Values(imp=imp, exp=exp, curt=curt, uns=uns, ch=ch, dis=dis, soc=v.soc.copy(), res_short=v.res_short.copy(),
+                  over=None if v.over is None else np.maximum(0.0, v.over - (v.imp - imp)))
+
+
+def soft_shortfalls(problem: PlanProblem, req: Requirements, v: Values, soft: frozenset[str]) -> dict[str, float]:
+    """Shortfall of each softened family, weighted as in the objective [kWh, or kW x h for import]."""
+    out: dict[str, float] = {}
+    dt = problem.dt_h
+    if "import" in soft and v.over is not None:
+        out["import"] = float(v.over.sum() * dt)
+    if "min_soc" in soft:
+        mins = np.array([veh.min_kwh for veh in problem.vehicles]).reshape(-1, 1)
+        out["min_soc"] = float(np.maximum(0.0, mins - v.soc[:, 1:]).sum() * dt)
+    if "target" in soft:
+        want = np.array([np.fmin(veh.target_kwh, req.soc_ub[i]) for i, veh in enumerate(problem.vehicles)]).reshape(v.soc.shape)
+        out["target"] = float(np.nansum(np.maximum(0.0, want - v.soc)))
+    if "final" in soft and problem.final_soc_at_least_initial:
+        out["final"] = float(sum(max(0.0, veh.soc0_kwh - v.soc[i, -1]) for i, veh in enumerate(problem.vehicles)))
+    return out
+
+
+def plan_costs(problem: PlanProblem, req: Requirements, v: Values, soft: frozenset[str]) -> Costs:
+    """:func:`models.solution.costs` with the soft model's penalties when ``soft``."""
+    if not soft:
+        return costs(problem, v)
+    return costs(problem, v, soft_penalties(problem), soft_shortfalls(problem, req, v, soft))
+
+
+def _set_warm_start(m: pe.ConcreteModel, problem: PlanProblem, v: Values) -> None:
+    """Write a (repaired) relaxed point into the model as a MIP start, binaries from which flows are on."""
+    T = problem.n_steps
+    for (i, t), var in m.ch.items():
+        var.set_value(float(v.ch[i, t]), skip_validation=True)
+        m.yc[i, t].set_value(1.0 if v.ch[i, t] > ACTIVE_KW else 0.0, skip_validation=True)
+    for (i, t), var in m.dis.items():
+        var.set_value(float(v.dis[i, t]), skip_validation=True)
+        m.yd[i, t].set_value(1.0 if v.dis[i, t] > ACTIVE_KW and v.ch[i, t] <= ACTIVE_KW else 0.0, skip_validation=True)
+    for name in ("imp", "exp", "curt", "uns"):
+        arr = getattr(v, name)
+        for t in range(T):
+            getattr(m, name)[t].set_value(float(arr[t]), skip_validation=True)
+    if hasattr(m, "g"):
+        for t in range(T):
+            m.g[t].set_value(1.0 if v.imp[t] > ACTIVE_KW else 0.0, skip_validation=True)
+
+
+class Session:
+    """A reusable solver session: one model and solver per structure, parameters updated in place."""
+
+    def __init__(self, options: SolveOptions | None = None):
+        self.options = options or SolveOptions()
+        self._key: tuple | None = None
+        self._model: pe.ConcreteModel | None = None
+        self._backend: _Backend | None = None
+        self.rebuilds = 0
+
+    def _model_for(self, problem: PlanProblem, req: Requirements, soft: frozenset[str]) -> tuple[pe.ConcreteModel, _Backend]:
+        """The persistent model updated with ``problem`` (rebuilt when the structure changed)."""
+        if soft or not self.options.persistent:
+            return build_model(problem, req, soft, mutable=False), _Backend(self.options.interface)
+        key = structure_key(problem)
+        if key != self._key or self._model is None:
+            self._model = build_model(problem, req, mutable=True)
+            self._backend = _Backend(self.options.interface)
+            self._key = key
+            self.rebuilds += 1
+        else:
+            update_params(self._model, problem, req)
+        return self._model, self._backend
+
+    def solve(self, problem: PlanProblem, req: Requirements, soft: frozenset[str] = frozenset()) -> Solution:
+        """Solve ``problem`` with the bounds of ``req``; the MILP optimum or a clear status (never raises)."""
+        t0 = time.perf_counter()
+        try:
+            m, backend = self._model_for(problem, req, soft)
+        except Exception as exc:  # a failed build must not take the planner down: the caller falls back
+            log.exception("model build failed")
+            self._key = None
+            return Solution("failed", messages=[f"model build failed: {exc}"], build_seconds=time.perf_counter() - t0)
+        t1 = time.perf_counter()
+        try:
+            sol = self._solve(m, backend, problem, req, soft)
+        except Exception as exc:  # solver crash: reported, the caller falls back
+            log.exception("solver failed")
+            self._key = None
+            sol = Solution("failed", messages=[f"solver failed: {exc}"])
+        sol.build_seconds, sol.solve_seconds, sol.soft = t1 - t0, time.perf_counter() - t1, soft
+        return sol
+
+    def _solve(self, m: pe.ConcreteModel, backend: _Backend, problem: PlanProblem, req: Requirements,
+               soft: frozenset[str]) -> Solution:
+        """LP first, then repair, then MILP (see the module docstring)."""
+        opts = self.options
+        warm: Values | None = None
+        if opts.lp_first:
+            run = backend.run(m, relax=True, options=opts)
+            if run.status in ("infeasible", "failed"):
+                return Solution(run.status, "lp", messages=[f"LP relaxation: {run.status}"])
+            lp = read_values(m, problem)
+            if run.status == "optimal":
+                found = conflicts(problem, lp)
+                if not any(found.values()):
+                    return Solution("optimal", "lp", lp, run.objective, run.objective)
+                fixed = net_simultaneous(problem, lp) if found["pair"] and not (found["charger"] or found["vehicle"] or found["grid"]) else None
+                if fixed is not None:
+                    lp_cost = plan_costs(problem, req, lp, soft).objective
+                    fixed_cost = plan_costs(problem, req, fixed, soft).objective
+                    if fixed_cost <= lp_cost + 1e-9 * max(1.0, abs(lp_cost)):
+                        return Solution("optimal", "lp+repair", fixed, fixed_cost, run.objective)
+                warm = fixed if fixed is not None else lp
+                log.debug("LP relaxation not integral (%s): solving the MILP", found)
+        if warm is not None:
+            _set_warm_start(m, problem, warm)
+        run = backend.run(m, relax=False, options=opts, warm=warm is not None and backend.interface == "appsi_highs")
+        if run.status in ("infeasible", "failed"):
+            return Solution(run.status, "milp", messages=[f"MILP: {run.status}"])
+        msg = [] if run.status == "optimal" else [
+            f"MILP stopped at the {opts.time_limit_s:g} s time limit with a solution within "
+            f"{_gap(run.objective, run.bound):.2%} of the best bound"]
+        return Solution(run.status, "milp", read_values(m, problem), run.objective, run.bound, messages=msg)
+
+
+def _gap(obj: float | None, bound: float | None) -> float:
+    """Relative gap between an objective and a bound (inf when either is missing)."""
+    if obj is None or bound is None:
+        return float("inf")
+    return abs(obj - bound) / max(1e-9, abs(obj))
