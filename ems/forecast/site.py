@@ -172,15 +172,16 @@ class SiteForecaster:
         return k, {"pv_clearness_day": k_day, "pv_clearness_long": k_long, "pv_clearness_source": src,
                    "pv_clearness_tau_hours": CLEARNESS_TAU_HOURS}
 
-    def _pv_model(self, index: pd.DatetimeIndex, geom: SolarGeometry, clearness: np.ndarray) -> tuple[np.ndarray, int]:
-        """Model PV [kW] on ``index``: weather where it covers, clearness-scaled clear sky elsewhere."""
+    def _pv_model(self, index: pd.DatetimeIndex, geom: SolarGeometry, clearness: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Model PV [kW] on ``index``: weather where it covers, clearness-scaled clear sky elsewhere;
+        and the mask of intervals the weather did not cover."""
         fallback = self.pv.clearness_power_kw(geom, clearness)
         if self.weather is None:
-            return fallback, len(index)
+            return fallback, np.ones(len(index), dtype=bool)
         w = align_weather(self.weather, index, self.step, geom.cs_ghi, geom.zenith)
         covered = np.isfinite(w["ghi"])
         model = self.pv.power_kw(geom, w["ghi"], w.get("dni"), w.get("dhi"), w.get("temp_air"), w.get("wind_speed"))
-        return np.where(covered, model, fallback), int((~covered).sum())
+        return np.where(covered, model, fallback), ~covered
 
     def forecast_pv(self, start: pd.Timestamp, index: pd.DatetimeIndex) -> tuple[np.ndarray, dict[str, Any]]:
         """PV [kW] on ``index`` made at ``start`` (module docstring), and its meta."""
@@ -194,7 +195,7 @@ class SiteForecaster:
         model, uncovered = self._pv_model(ext, geom, k)
         meta: dict[str, Any] = {
             "pv_source": "weather" if self.weather is not None else "clear sky x measured clearness", **k_meta,
-            "pv_intervals_without_weather": max(0, uncovered - n_past) if self.weather is not None else None,
+            "pv_intervals_without_weather": int(uncovered[n_past:].sum()) if self.weather is not None else None,
         }
         r = self._recent_ratio(start, ext[:n_past], model[:n_past])
         meta["pv_ratio"] = r

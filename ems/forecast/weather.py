@@ -302,15 +302,16 @@ def align_weather(weather: pd.DataFrame, index: pd.DatetimeIndex, step: pd.Timed
     def take(col: str) -> np.ndarray:
         return np.where(inside, weather[col].to_numpy(dtype=float)[pos], np.nan)
 
-    ghi_w = take("ghi")
-    cs_mean = pd.Series(cs_ghi).groupby(np.where(inside, pos, -1)).transform("mean").to_numpy()
-    with np.errstate(invalid="ignore", divide="ignore"):
-        out["ghi"] = np.where(cs_mean >= 10.0, ghi_w * cs_ghi / np.maximum(cs_mean, 1e-9), ghi_w)
-        if "dni" in weather and "dhi" in weather:
-            frac = np.where(ghi_w > 0, take("dhi") / np.where(ghi_w > 0, ghi_w, 1.0), 1.0)
-            out["dhi"] = np.clip(frac, 0.0, 1.0) * out["ghi"]
-            cosz = np.maximum(np.cos(np.radians(zenith)), 0.065)
-            out["dni"] = np.clip((out["ghi"] - out["dhi"]) / cosz, 0.0, None)
+    if "ghi" in weather:
+        ghi_w = take("ghi")
+        cs_mean = pd.Series(cs_ghi).groupby(np.where(inside, pos, -1)).transform("mean").to_numpy()
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out["ghi"] = np.where(cs_mean >= 10.0, ghi_w * cs_ghi / np.maximum(cs_mean, 1e-9), ghi_w)
+            if "dni" in weather and "dhi" in weather:
+                frac = np.where(ghi_w > 0, take("dhi") / np.where(ghi_w > 0, ghi_w, 1.0), 1.0)
+                out["dhi"] = np.clip(frac, 0.0, 1.0) * out["ghi"]
+                cosz = np.maximum(np.cos(np.radians(zenith)), 0.065)
+                out["dni"] = np.clip((out["ghi"] - out["dhi"]) / cosz, 0.0, None)
     for col in ("temp_air", "wind_speed"):
         if col in weather:
             out[col] = take(col)
