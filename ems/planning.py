@@ -146,9 +146,9 @@ def on_grid(series: pd.Series, index: pd.DatetimeIndex, name: str) -> np.ndarray
         values[means.index.to_numpy()] = means.to_numpy()
     missing = np.flatnonzero(np.isnan(values))
     if missing.size:
-        first = ", ".join(index[i].isoformat() for i in missing[:3])
-        raise _bad(name, first, f"no value for {missing.size} of the {len(index)} planning steps (first: {first}); "
-                                f"the series must cover {index[0].isoformat()} to {(index[-1] + step).isoformat()}")
+        raise _bad(name, index[missing[0]].isoformat(),
+                   f"no value for this and {missing.size - 1} more of the {len(index)} planning steps; the series must "
+                   f"cover {index[0].isoformat()} to {(index[-1] + step).isoformat()}")
     negative = np.flatnonzero(values < 0)
     if negative.size:
         raise _bad(name, float(values[negative[0]]), f"negative power at {index[negative[0]].isoformat()}; kW must be >= 0")
@@ -216,8 +216,9 @@ def demand_spec(cfg: SiteConfig, index: pd.DatetimeIndex, state: SiteState) -> D
         return None
     step = index[1] - index[0] if len(index) > 1 else pd.Timedelta(minutes=cfg.planner.step_minutes)
     local = index.tz_convert(tariff.zone)
-    uniq, window_of_step = np.unique(window_starts(index, tariff).asi8, return_inverse=True)
-    ws = pd.DatetimeIndex(uniq).tz_localize("UTC").tz_convert(tariff.zone)
+    starts = window_starts(index, tariff)
+    ws = starts.unique()
+    window_of_step = ws.get_indexer(starts)
     pre = np.zeros(len(ws))
     if local[0] != ws[0]:
         pre[0] = state.window_import_kwh
@@ -376,7 +377,7 @@ def _frames(problem: PlanProblem, index: pd.DatetimeIndex, v: Values) -> tuple[p
 def window_peak_kw(index: pd.DatetimeIndex, import_kw: np.ndarray, tariff: Tariff) -> float:
     """Largest average import over the fixed :00/:30 windows the plan covers [kW] (partial windows:
     over the part covered)."""
-    return float(pd.Series(import_kw).groupby(window_starts(index, tariff).asi8).mean().max())
+    return float(pd.Series(import_kw).groupby(np.asarray(window_starts(index, tariff).asi8)).mean().max())
 
 
 def _fixed_cost(cfg: SiteConfig, index: pd.DatetimeIndex) -> float:

@@ -1,0 +1,164 @@
+"""``ems plan``: one schedule for a site, now or from a given start, from given or forecast inputs.
+
+Input CSVs (``--pv``, ``--load``): ``timestamp`` (ISO 8601 with offset, interval start) and ``kw``.
+Without them the forecast module supplies PV and load. ``--soc leaf=55`` sets a vehicle's state of
+charge in percent; a vehicle not given is assumed at its minimum SOC (the cautious assumption: the
+plan charges it), and the summary says so. Output: a readable table and the summary, or with
+``--json`` the summary as one JSON object; ``--out`` writes the schedule CSV.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ems.config import SiteConfig, load_site
+from ems.errors import DataError, Problem
+from ems.planning import PlanResult, Planner, SiteState
+from ems.timeseries import read_series_csv
+
+NAME = "plan"
+HELP = "compute one optimised charge/discharge schedule for a site and print or save it"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """Arguments of ``ems plan``."""
+    p.add_argument("--config", required=True, metavar="CONFIG", help="site YAML file")
+    p.add_argument("--start", metavar="ISO8601", help="plan start with UTC offset (default: now, floored to the step)")
+    p.add_argument("--hours", type=float, metavar="H", help="horizon in hours (default: the config's horizon_hours)")
+    p.add_argument("--pv", metavar="PV.csv", help="PV forecast CSV: timestamp,kw (default: the forecast module)")
+    p.add_argument("--load", metavar="LOAD.csv", help="load forecast CSV: timestamp,kw (default: the forecast module)")
+    p.add_argument("--soc", nargs="+", default=[], metavar="VEHICLE=PCT", help="state of charge of vehicles in percent")
+    p.add_argument("--out", metavar="SCHEDULE.csv", help="write the schedule to this CSV")
+    p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+
+
+def parse_start(text: str | None, cfg: SiteConfig) -> pd.Timestamp:
+    """The plan start: ``text`` (ISO 8601 with offset) or now floored to the planning step."""
+    if text is None:
+        return pd.Timestamp.now(tz=cfg.zone).floor(f"{cfg.planner.step_minutes}min")
+    try:
+        ts = pd.Timestamp(text)
+    except ValueError:
+        raise DataError(Problem("--start", None, "start", text, "not an ISO 8601 timestamp")) from None
+    if ts.tzinfo is None:
+        raise DataError(Problem("--start", None, "start", text, "give a UTC offset, e.g. 2024-07-01T18:00+09:00"))
+    return ts
+
+
+def parse_soc(items: list[str], cfg: SiteConfig) -> tuple[dict[str, float], list[str]]:
+    """``VEHICLE=PCT`` items as kWh per vehicle, plus notes for vehicles assumed at their minimum."""
+    known = {v.id: v for v in cfg.vehicles}
+    soc: dict[str, float] = {}
+    problems = []
+    for item in items:
+        vid, sep, pct = item.partition("=")
+        try:
+            value = float(pct)
+        except ValueError:
+            value = math.nan
+        if not sep or vid not in known:
+            problems.append(Problem("--soc", None, "soc", item, f"expected VEHICLE=PCT with a vehicle of {sorted(known)}"))
+        elif not 0 <= value <= 100:
+            problems.append(Problem("--soc", None, vid, pct, "a percentage from 0 to 100"))
+        else:
+            soc[vid] = value / 100 * known[vid].capacity_kwh
+    if problems:
+        raise DataError(problems)
+    notes = []
+    for vid, v in known.items():
+        if vid not in soc:
+            soc[vid] = v.min_soc_pct / 100 * v.capacity_kwh
+            notes.append(f"no --soc for {vid}: assumed at its minimum {v.min_soc_pct:g} %")
+    return soc, notes
+
+
+def read_kw_csv(path: str) -> pd.Series:
+    """A ``timestamp,kw`` CSV as a Series [kW] (strict: offsets, order, no gaps, no negatives)."""
+    return read_series_csv(path, ["kw"])["kw"]
+
+
+def inputs(args: argparse.Namespace, cfg: SiteConfig, start: pd.Timestamp, hours: float) -> tuple[pd.Series, pd.Series]:
+    """PV and load series: from the CSVs given, the rest from the forecast module."""
+    pv = read_kw_csv(args.pv) if args.pv else None
+    load = read_kw_csv(args.load) if args.load else None
+    if pv is None or load is None:
+        from ems.forecast import forecast_site  # lazy: only when a forecast is needed
+        fc = forecast_site(cfg, start, hours)
+        pv = fc.pv_kw if pv is None else pv
+        load = fc.load_kw if load is None else load
+    return pv, load
+
+
+def write_schedule(result: PlanResult, path: str) -> None:
+    """The schedule as CSV: ISO 8601 timestamps with offset, then the columns in order."""
+    out = result.schedule.copy()
+    out.index = [t.isoformat() for t in out.index]
+    out.index.name = "timestamp"
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    out.round(4).to_csv(path)
+
+
+def table(result: PlanResult, cfg: SiteConfig) -> str:
+    """A readable schedule: time, PV, load, grid, each charger's setpoint (+ charge, - discharge), SOC %, price."""
+    s = result.schedule
+    price = cfg.tariff.import_price(s.index)
+    head = ["time", "price", "pv", "load", "import", "export"] + [c.id for c in cfg.chargers] + [f"{v.id} %" for v in cfg.vehicles]
+    rows = [head]
+    for i, (ts, row) in enumerate(s.iterrows()):
+        line = [ts.strftime("%a %H:%M"), f"{price[i]:.2f}", f"{row.pv_kw:.2f}", f"{row.load_kw:.2f}", f"{row.import_kw:.2f}",
+                f"{row.export_kw:.2f}"]
+        line += [f"{row[f'{c.id}_charge_kw'] - row[f'{c.id}_discharge_kw']:+.2f}" for c in cfg.chargers]
+        line += [f"{100 * row[f'{v.id}_soc_kwh'] / v.capacity_kwh:.0f}" for v in cfg.vehicles]
+        rows.append(line)
+    widths = [max(len(r[j]) for r in rows) for j in range(len(head))]
+    return "\n".join("  ".join(c.rjust(w) for c, w in zip(r, widths)) for r in rows)
+
+
+def json_summary(result: PlanResult) -> dict:
+    """The summary with plain JSON types."""
+    def plain(x):
+        if isinstance(x, dict):
+            return {k: plain(v) for k, v in x.items()}
+        if isinstance(x, (list, tuple)):
+            return [plain(v) for v in x]
+        if isinstance(x, (np.floating, float)):
+            return round(float(x), 6)
+        if isinstance(x, np.integer):
+            return int(x)
+        return x
+    return plain(result.summary)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Plan and print; exit 0 with a schedule (also a fallback one, flagged), 2 on invalid input."""
+    cfg = load_site(args.config)
+    start = parse_start(args.start, cfg)
+    hours = args.hours if args.hours is not None else cfg.planner.horizon_hours
+    soc, notes = parse_soc(args.soc, cfg)
+    pv, load = inputs(args, cfg, start, hours)
+    result = Planner(cfg).plan(start, pv, load, SiteState(soc_kwh=soc), hours=hours)
+    result.summary["messages"] = notes + result.summary["messages"]
+    if args.out:
+        write_schedule(result, args.out)
+    summary = json_summary(result)
+    if args.json:
+        print(json.dumps(summary))
+        return 0
+    print(table(result, cfg))
+    print()
+    for key in ("status", "objective", "energy_cost", "demand_cost", "ratchet_cost", "export_credit", "wear_cost",
+                "penalty_cost", "terminal_value", "peak_kw", "build_seconds", "solve_seconds"):
+        value = summary[key]
+        print(f"{key:>15}: {value:,.3f}" if isinstance(value, float) else f"{key:>15}: {value}")
+    for m in summary["messages"]:
+        print(f"  note: {m}")
+    if args.out:
+        print(f"schedule written to {args.out}", file=sys.stderr)
+    return 0
