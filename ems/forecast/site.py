@@ -121,6 +121,7 @@ class SiteForecaster:
         elif self.step % h.step:
             raise DataError(Problem(where, None, "timestamp", str(h.step), f"the history step must divide the plan step {self.step}"))
         self.weather = weather
+        self._pv_weather = weather is not None and "ghi" in weather
         hist_temp = None
         if weather is not None and "temp_air" in weather:
             geom = self.pv.geometry(h.index, h.step)
@@ -176,7 +177,7 @@ class SiteForecaster:
         """Model PV [kW] on ``index``: weather where it covers, clearness-scaled clear sky elsewhere;
         and the mask of intervals the weather did not cover."""
         fallback = self.pv.clearness_power_kw(geom, clearness)
-        if self.weather is None:
+        if not self._pv_weather:
             return fallback, np.ones(len(index), dtype=bool)
         w = align_weather(self.weather, index, self.step, geom.cs_ghi, geom.zenith)
         covered = np.isfinite(w["ghi"])
@@ -194,8 +195,8 @@ class SiteForecaster:
         k, k_meta = self.clearness_by_lead(start, lead_ext)
         model, uncovered = self._pv_model(ext, geom, k)
         meta: dict[str, Any] = {
-            "pv_source": "weather" if self.weather is not None else "clear sky x measured clearness", **k_meta,
-            "pv_intervals_without_weather": int(uncovered[n_past:].sum()) if self.weather is not None else None,
+            "pv_source": "weather" if self._pv_weather else "clear sky x measured clearness", **k_meta,
+            "pv_intervals_without_weather": int(uncovered[n_past:].sum()) if self._pv_weather else None,
         }
         r = self._recent_ratio(start, ext[:n_past], model[:n_past])
         meta["pv_ratio"] = r
