@@ -5,13 +5,17 @@ tariff's calendar: Japanese public holidays by default) and local time-of-day sl
 
     load(t) = P[d, s] + beta_h*(HDH(t) - H[d, s]) + beta_c*(CDH(t) - C[d, s]) + delta * exp(-lead(t)/tau)   [kW]
 
-- ``P[d, s]``: mean of the same slot over the days of type ``d`` in the last ``weeks`` weeks
-  before the origin's local date, weighted ``0.5 ** (age_days / half_life_days)`` (recent weeks
-  count more; a Saturday profile still has six Saturdays behind it). A slot with no data falls
-  back to all day types, then to the window's mean.
+- ``P[d, s]``: weighted **median** of the same slot over the days of type ``d`` in the last
+  ``weeks`` weeks before the origin's local date, weights ``0.5 ** (age_days / half_life_days)``
+  (recent weeks count more; a Saturday profile still has six Saturdays behind it). The median is
+  the point forecast that minimises the expected absolute error (Gneiting 2011); household loads
+  are skewed by short appliance bursts, and on the household year the median cuts the 0-48 h MAE
+  by 5 % against the weighted mean (``statistic="mean"`` gives the expected energy instead). A slot
+  with no data falls back to all day types, then to the window's mean.
 - ``delta``: the level of the last ``level_window_hours`` (measured minus profile), faded out with
-  the e-folding time ``tau = level_tau_hours``; the household's profile residual keeps about a
-  third of its size after 2-3 h, so a short memory is what the data supports.
+  the e-folding time ``tau = level_tau_hours``. On the household year the residual against a
+  same-slot median has autocorrelation 0.70, 0.46 and 0.20 at 0.5, 1 and 2 h (e-folding about
+  1.3 h); among tau = 1, 1.5, 2, 3 h and 1- or 2-h windows the backtest was best at 1.5 h and 1 h.
 - the temperature terms only when air temperature covers the history and the horizon:
   heating/cooling degree-hours ``max(18.3 - T, 0)`` / ``max(T - 18.3, 0)`` (the 65 degF base of
   ASHRAE's degree-days), their profile means ``H``/``C`` weighted like ``P``, and
@@ -38,12 +42,12 @@ MIN_TEMPERATURE_DAYS = 14  # fewer overlapping days than this: the regression is
 
 @dataclass(frozen=True)
 class LoadSettings:
-    """Tuning of the load model (defaults chosen on the household backtest, see docs/forecasts.md)."""
+    """Tuning of the load model (defaults chosen on the household backtest, README "Forecasts")."""
 
     weeks: int = 6
     half_life_days: float = 14.0
-    level_window_hours: float = 2.0
-    level_tau_hours: float = 3.0
+    level_window_hours: float = 1.0
+    level_tau_hours: float = 1.5
     statistic: Literal["median", "mean"] = "median"
 
 

@@ -45,7 +45,7 @@ def test_weighted_median_by_hand():
 
 def test_level_of_the_last_hours_fades_out(office_cfg):
     """Six weeks of a fixed daily shape, then the last 2 h 1 kW above it: the forecast starts
-    1 kW x exp(-0.25/3) above the profile and is back on it a day later."""
+    1 kW x exp(-0.25/1.5) above the profile and is back on it a day later."""
     index = pd.date_range("2024-05-01T00:00+09:00", "2024-06-12T00:00+09:00", freq="30min", inclusive="left")
     slot = (index.tz_convert(JST).hour * 2 + index.tz_convert(JST).minute // 30).to_numpy()
     shape = 1.0 + 0.01 * slot  # 1.00 .. 1.47 kW, never two equal readings in a row
@@ -54,8 +54,8 @@ def test_level_of_the_last_hours_fades_out(office_cfg):
     history = pd.DataFrame({"load_kw": load}, index=index.tz_convert("UTC"))
     fc = forecast_site(office_cfg.model_copy(update={"pv": []}), pd.Timestamp("2024-06-12T00:00+09:00"), 24, history=history)
     assert fc.meta["level_offset_kw"] == pytest.approx(1.0)
-    assert fc.load_kw.iat[0] == pytest.approx(1.00 + np.exp(-0.25 / 3.0))
-    assert fc.load_kw.iat[47] == pytest.approx(1.47 + np.exp(-23.75 / 3.0))
+    assert fc.load_kw.iat[0] == pytest.approx(1.00 + np.exp(-0.25 / 1.5))
+    assert fc.load_kw.iat[47] == pytest.approx(1.47 + np.exp(-23.75 / 1.5))
     assert (fc.pv_kw == 0).all() and fc.meta["pv_source"].startswith("none")
     assert (fc.critical_kw == 2.0).all()  # 1200 + 600 + 200 W of critical circuits
 
