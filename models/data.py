@@ -128,8 +128,8 @@ class PlanProblem:
     outage steps). Prices: ``import_price[t]`` per kWh imported (energy + adders; adders only when
     ``blocks`` carries the energy rates), ``export_price[t]`` per kWh exported. Outage:
     ``outage[t]`` marks steps with the grid down (``load_kw`` there is the critical load).
-    Reserve: ``reserve_kwh[t]`` must be held above the minimum SOC of the cars plugged in at
-    boundary t (0 = none); ``reserve_soft`` makes it a penalty of ``reserve_penalty_per_kwh_h``
+    Reserve: ``reserve_kwh[t]`` must be held above the minimum SOC of the cars plugged in during
+    step t, at its end (0 = none); ``reserve_soft`` makes it a penalty of ``reserve_penalty_per_kwh_h``
     per kWh short per hour. ``labels[k]`` are readable local times of the boundaries, for messages.
     """
 

@@ -274,7 +274,7 @@ def add_soc(m: pe.ConcreteModel, problem: PlanProblem) -> None:
 def add_reserve(m: pe.ConcreteModel, problem: PlanProblem) -> None:
     """Outage reserve held in the plugged-in cars [kWh].
 
-    res_held[v,t] <= eta_d,v * (soc[v,t] - min_v) with -held_max[v,t] <= res_held[v,t] <= held_max[v,t]
+    res_held[v,t] <= eta_d,v * (soc[v,t+1] - min_v) (held at the end of each plugged-in step) with -held_max[v,t] <= res_held[v,t] <= held_max[v,t]
     (the capacity while plugged in, 0 otherwise: only plugged-in cars count);
     sum_v res_held[v,t] + short[t] >= reserve[t]; 0 <= short[t] <= res_ub[t] (0 when the reserve is
     hard, the requirement itself when soft, priced in the objective). The plugged-in state enters
@@ -284,7 +284,7 @@ def add_reserve(m: pe.ConcreteModel, problem: PlanProblem) -> None:
     mins = [v.min_kwh for v in problem.vehicles]
     m.res_short = pe.Var(m.T, bounds=lambda m, t: (0.0, m.res_ub[t]))
     m.res_held = pe.Var(m.V, m.T, bounds=lambda m, v, t: (-m.held_max[v, t], m.held_max[v, t]))
-    m.held_energy = pe.Constraint(m.V, m.T, rule=lambda m, v, t: m.res_held[v, t] - float(eta[v]) * m.soc[v, t] <= -float(eta[v] * mins[v]))
+    m.held_energy = pe.Constraint(m.V, m.T, rule=lambda m, v, t: m.res_held[v, t] - float(eta[v]) * m.soc[v, t + 1] <= -float(eta[v] * mins[v]))
     m.reserve = pe.Constraint(m.T, rule=lambda m, t: sum(m.res_held[v, t] for v in m.V) + m.res_short[t] >= m.res_rhs[t])
 
 

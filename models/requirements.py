@@ -15,7 +15,8 @@ still comes out and reports the shortfall:
 - *departure targets*: soc >= target at the departure boundary, or >= reach if the target is out
   of reach (finding ``target``);
 - *final SOC* (option): soc[T] >= soc[0], or >= reach (finding ``final``);
-- *reserve*: plugged-in energy above the minimum, through the discharge efficiency, >= reserve;
+- *reserve*: energy above the minimum in the cars plugged in during a step, at the step's end,
+  through the discharge efficiency, >= reserve;
   capped at what the plugged-in cars can hold at best (finding ``reserve``).
 
 Two checks find conflicts that bounds cannot relax, and ask for the soft model instead: cars
@@ -221,7 +222,7 @@ def _reserve(problem: PlanProblem, reach: np.ndarray, findings: list[Finding]) -
     eta_d = _vehicle_eta_d(problem)
     plugged = np.array([v.plugged for v in problem.vehicles]).reshape(len(problem.vehicles), problem.n_steps)
     mins = np.array([v.min_kwh for v in problem.vehicles]).reshape(-1, 1)
-    best = (plugged * eta_d.reshape(-1, 1) * np.maximum(0.0, reach[:, :-1] - mins)).sum(axis=0)
+    best = (plugged * eta_d.reshape(-1, 1) * np.maximum(0.0, reach[:, 1:] - mins)).sum(axis=0)
     want[~plugged.any(axis=0)] = 0.0  # held only while some car is plugged in
     short = want > best + TOL_KWH
     capped = want
@@ -230,7 +231,7 @@ def _reserve(problem: PlanProblem, reach: np.ndarray, findings: list[Finding]) -
         back = np.flatnonzero(~short[t:])
         until = f"until {problem.label(t + int(back[0]))}" if back.size else "at any time in the horizon"
         findings.append(Finding("reserve", "site", t, float(want[t] - best[t]),
-                                f"the outage reserve of {want[t]:.1f} kWh cannot be held at {problem.label(t)}: the plugged-in "
+                                f"the outage reserve of {want[t]:.1f} kWh cannot be held at {problem.label(t + 1)}: the plugged-in "
                                 f"cars hold at most {best[t]:.1f} kWh above their minimum then; it is built up at full power "
                                 f"and held {until}"))
         capped = np.minimum(want, best)

@@ -143,9 +143,9 @@ def costs(problem: PlanProblem, values: Values, penalties: dict[str, float] | No
 
 
 def reserve_held_kwh(problem: PlanProblem, soc: np.ndarray) -> np.ndarray:
-    """Energy above the minimum in the plugged-in cars at each step's start, through discharge efficiency [kWh]."""
+    """Energy above the minimum in the cars plugged in during each step, at its end, through discharge efficiency [kWh]."""
     eta = vehicle_discharge_efficiency(problem)
     held = np.zeros(problem.n_steps)
     for vi, v in enumerate(problem.vehicles):
-        held += np.where(v.plugged, eta[vi] * (soc[vi, :-1] - v.min_kwh), 0.0)
+        held += np.where(v.plugged, eta[vi] * (soc[vi, 1:] - v.min_kwh), 0.0)
     return held
