@@ -44,6 +44,8 @@ PV_FADE_TAU_HOURS = 2.0
 #: Greensboro NC (36.1 N, a humid subtropical climate like Nagoya's) is 0.773 of Ineichen clear sky.
 DEFAULT_CLEARNESS = 0.773
 CLEARNESS_MAX = 1.5  # a larger ratio means the configured array is smaller than the real one
+#: Bounds of the 2-h ratio: 0 (snow on the panels) to 3 (a sunny gap in a day modelled as overcast);
+#: beyond 3 the model or the meter is wrong, and tripling the next hours would only spread the fault.
 RATIO_MIN, RATIO_MAX = 0.0, 3.0
 #: The ratio and clearness are formed only over windows whose modelled energy reaches this share of
 #: one hour at the arrays' AC capacity: dawn ratios of two tiny numbers are noise.
