@@ -150,8 +150,8 @@ def build(problem: PlanProblem, req: Requirements) -> highspy.Highs:
         held = x.cols((V, T), -vals["held_max"], vals["held_max"])
         total = x.rows(T, vals["res_rhs"], INF)
         x.add(total, short, 1.0)
-        for v, veh in enumerate(problem.vehicles):
-            r = x.rows(T, -INF, -eta[v] * veh.min_kwh)
+        for v in range(V):
+            r = x.rows(T, -INF, vals["held_rhs"][v])
             x.add(r, held[v], 1.0)
             x.add(r, soc[v, 1:], -eta[v])
             x.add(total, held[v], 1.0)

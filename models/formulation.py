@@ -81,6 +81,9 @@ def param_values(problem: PlanProblem, req: Requirements, soft: frozenset[str] =
     ps = pairs(problem)
     outage = problem.outage_mask
     plugged = np.array([v.plugged for v in problem.vehicles], dtype=float).reshape(len(problem.vehicles), -1)
+    caps = np.array([v.capacity_kwh for v in problem.vehicles]).reshape(-1, 1)
+    mins = np.array([v.min_kwh for v in problem.vehicles])
+    eta_d = vehicle_discharge_efficiency(problem)
     reserve = req.reserve_want if "reserve" in soft else req.reserve_kwh
     trips = np.zeros((len(problem.vehicles), problem.n_steps + 1))
     jump = np.zeros_like(trips)
@@ -107,9 +110,12 @@ def param_values(problem: PlanProblem, req: Requirements, soft: frozenset[str] =
         "soc_ub": req.soc_ub,
         "trip": trips,
         "jump_max": jump,
-        "held_max": plugged * np.array([v.capacity_kwh for v in problem.vehicles]).reshape(-1, 1),
+        "held_max": plugged * caps,
+        "held_rhs": np.where(plugged > 0, -(eta_d * mins).reshape(-1, 1), (eta_d * caps[:, 0]).reshape(-1, 1)),
         "res_rhs": reserve,
-        "res_ub": reserve if (problem.reserve_soft or "reserve" in soft) else np.zeros_like(reserve),
+        # a soft shortfall can reach the requirement plus what cars below their minimum count negative
+        "res_ub": (reserve + (plugged * (eta_d * mins).reshape(-1, 1)).sum(axis=0)
+                   if (problem.reserve_soft or "reserve" in soft) else np.zeros_like(reserve)),
         "c_term": -problem.terminal_value_per_kwh,
         "obj_const": problem.terminal_value_per_kwh * sum(v.soc0_kwh for v in problem.vehicles),
     }
@@ -152,7 +158,7 @@ _INDEX = {  # parameter -> names of its index sets
     "net_load": ("T",), "pv": ("T",), "imp_ub": ("T",), "exp_ub": ("T",), "uns_ub": ("T",), "c_imp": ("T",),
     "c_exp": ("T",), "c_uns": (), "c_res": (), "ch_ub": ("P", "T"), "dis_ub": ("P", "T"), "y_ub": ("P", "T"),
     "c_wear": ("P",), "soc_lb": ("V", "K"), "soc_ub": ("V", "K"), "trip": ("V", "K"), "jump_max": ("V", "K"),
-    "held_max": ("V", "T"), "res_rhs": ("T",), "res_ub": ("T",), "c_term": (), "obj_const": (),
+    "held_max": ("V", "T"), "held_rhs": ("V", "T"), "res_rhs": ("T",), "res_ub": ("T",), "c_term": (), "obj_const": (),
     "pre_avg": ("W",), "floor": ("M",), "held": ("B",), "rate": (), "room": ("N", "J"), "c_block": ("J",),
     "pen_import": (), "pen_min_soc": (), "pen_target": (), "pen_reserve": (), "pen_final": (),
     "soft_min": ("V", "K"), "soft_target": ("V", "K"), "soft_final": ("V",),
@@ -274,17 +280,19 @@ def add_soc(m: pe.ConcreteModel, problem: PlanProblem) -> None:
 def add_reserve(m: pe.ConcreteModel, problem: PlanProblem) -> None:
     """Outage reserve held in the plugged-in cars [kWh].
 
-    res_held[v,t] <= eta_d,v * (soc[v,t+1] - min_v) (held at the end of each plugged-in step) with -held_max[v,t] <= res_held[v,t] <= held_max[v,t]
-    (the capacity while plugged in, 0 otherwise: only plugged-in cars count);
+    res_held[v,t] - eta_d,v * soc[v,t+1] <= held_rhs[v,t], i.e. res_held <= eta_d,v * (soc - min_v)
+    at the end of each step the car is plugged in (held_rhs = -eta_d,v * min_v; otherwise
+    held_rhs = eta_d,v * capacity, which never binds), and -held_max <= res_held <= held_max (the
+    capacity while plugged in, 0 otherwise: only plugged-in cars count, a car below its minimum
+    counts negative);
     sum_v res_held[v,t] + short[t] >= reserve[t]; 0 <= short[t] <= res_ub[t] (0 when the reserve is
     hard, the requirement itself when soft, priced in the objective). The plugged-in state enters
     through bounds only, so a persistent model needs no coefficient changes.
     """
     eta = vehicle_discharge_efficiency(problem)
-    mins = [v.min_kwh for v in problem.vehicles]
     m.res_short = pe.Var(m.T, bounds=lambda m, t: (0.0, m.res_ub[t]))
     m.res_held = pe.Var(m.V, m.T, bounds=lambda m, v, t: (-m.held_max[v, t], m.held_max[v, t]))
-    m.held_energy = pe.Constraint(m.V, m.T, rule=lambda m, v, t: m.res_held[v, t] - float(eta[v]) * m.soc[v, t + 1] <= -float(eta[v] * mins[v]))
+    m.held_energy = pe.Constraint(m.V, m.T, rule=lambda m, v, t: m.res_held[v, t] - float(eta[v]) * m.soc[v, t + 1] <= m.held_rhs[v, t])
     m.reserve = pe.Constraint(m.T, rule=lambda m, t: sum(m.res_held[v, t] for v in m.V) + m.res_short[t] >= m.res_rhs[t])
 
 

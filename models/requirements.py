@@ -222,7 +222,7 @@ def _reserve(problem: PlanProblem, reach: np.ndarray, findings: list[Finding]) -
     eta_d = _vehicle_eta_d(problem)
     plugged = np.array([v.plugged for v in problem.vehicles]).reshape(len(problem.vehicles), problem.n_steps)
     mins = np.array([v.min_kwh for v in problem.vehicles]).reshape(-1, 1)
-    best = (plugged * eta_d.reshape(-1, 1) * np.maximum(0.0, reach[:, 1:] - mins)).sum(axis=0)
+    best = (plugged * eta_d.reshape(-1, 1) * (reach[:, 1:] - mins)).sum(axis=0)
     want[~plugged.any(axis=0)] = 0.0  # held only while some car is plugged in
     short = want > best + TOL_KWH
     capped = want
