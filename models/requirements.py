@@ -229,11 +229,11 @@ def _reserve(problem: PlanProblem, reach: np.ndarray, findings: list[Finding]) -
     if short.any() and not problem.reserve_soft:
         t = int(np.argmax(short))
         back = np.flatnonzero(~short[t:])
-        until = f"until {problem.label(t + int(back[0]))}" if back.size else "at any time in the horizon"
+        until = f"from {problem.label(t + int(back[0]) + 1)}" if back.size else "at no time in the horizon"
         findings.append(Finding("reserve", "site", t, float(want[t] - best[t]),
                                 f"the outage reserve of {want[t]:.1f} kWh cannot be held at {problem.label(t + 1)}: the plugged-in "
                                 f"cars hold at most {best[t]:.1f} kWh above their minimum then; it is built up at full power "
-                                f"and held {until}"))
+                                f"and held in full {until}"))
         capped = np.minimum(want, best)
     return capped, want
 

@@ -1,0 +1,187 @@
+"""ems.planning on the shipped example sites, the bill check, the ratchet from history, ems plan."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from ems.billing import compute_bill
+from ems.cli import main
+from ems.config import load_site
+from ems.errors import DataError
+from ems.planning import Planner, SiteState, build_problem, demand_spec, plan_index, plan_site, plan_span
+
+TOKYO = "Asia/Tokyo"
+
+
+def series(start: str, hours: float, step_min: int, values) -> pd.Series:
+    """A kW series on a regular grid from ``start`` (Tokyo time)."""
+    idx = pd.date_range(pd.Timestamp(start, tz=TOKYO), periods=int(hours * 60 / step_min), freq=f"{step_min}min")
+    return pd.Series(np.broadcast_to(np.asarray(values, dtype=float), (len(idx),)), index=idx)
+
+
+def full_state(cfg, pct: float = 50.0, **kw) -> SiteState:
+    return SiteState({v.id: pct / 100 * v.capacity_kwh for v in cfg.vehicles}, **kw)
+
+
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+
+
+@pytest.fixture(scope="module")
+def configs():
+    return {name: load_site(CONFIGS / f"{name}.yaml") for name in ("home-v2h", "office-v2b", "shelter")}
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(name=st.sampled_from(["home-v2h", "office-v2b", "shelter"]), seed=st.integers(0, 2**31 - 1),
+       step=st.sampled_from([15, 30]), day=st.integers(1, 20), pct=st.floats(25, 90))
+def test_plan_cost_equals_the_bill_of_its_metered_import(configs, name, seed, step, day, pct):
+    """The plan's own cost (energy + demand + fixed basic - export credit) equals what the tariff
+    engine bills for the import and export it schedules, with the same ratchet history."""
+    cfg = configs[name]
+    cfg = cfg.model_copy(update={"planner": cfg.planner.model_copy(update={"step_minutes": step})})
+    rng = np.random.default_rng(seed)
+    start = f"2024-06-{day:02d} 06:00"
+    n = int(24 * 60 / step)
+    load = series(start, 24, step, rng.uniform(0.3, 50.0 if name == "office-v2b" else 4.0, n))
+    pv = series(start, 24, step, np.clip(rng.normal(3, 4, n), 0, None))
+    history = {"2024-05": float(rng.uniform(0, 60)), "2023-09": float(rng.uniform(0, 60))}
+    res = plan_site(cfg, load.index[0], pv, load, full_state(cfg, pct, peak_history_kw=history), hours=24)
+    assert not res.summary["fallback"]
+    meter = res.schedule[["import_kw", "export_kw"]]
+    bill = compute_bill(meter, cfg.tariff, history)
+    assert res.summary["bill_cost"] == pytest.approx(bill.total, rel=1e-7, abs=1e-4)
+    if cfg.tariff.basic.kind == "demand":
+        assert res.summary["peak_kw"] == pytest.approx(bill.months[0].peak_kw, abs=1e-6)
+
+
+def test_home_plan_is_checked_and_meets_the_departure_target(configs):
+    """Monday 18:00 to Wednesday 18:00: the leaf (plugged in from 18:30) leaves at 07:30 with 80 %."""
+    cfg = configs["home-v2h"]
+    start = "2024-06-03 18:00"
+    load = series(start, 48, 30, 0.6)
+    pv = series(start, 48, 30, 0.0)
+    res = Planner(cfg).plan(load.index[0], pv, load, full_state(cfg, 30.0))
+    s = res.schedule
+    assert res.summary["status"] == "optimal" and not res.summary["fallback"]
+    depart = pd.Timestamp("2024-06-04 07:30", tz=TOKYO)
+    assert s.loc[depart, "leaf_soc_kwh"] >= 0.8 * 62 - 1e-6
+    away = (s.index >= depart) & (s.index < pd.Timestamp("2024-06-04 19:00", tz=TOKYO))
+    assert (s.loc[away, ["v2h1_charge_kw", "v2h1_discharge_kw"]].to_numpy() < 1e-9).all()
+    assert list(s.columns) == ["pv_kw", "load_kw", "import_kw", "export_kw", "curtail_kw", "v2h1_charge_kw",
+                               "v2h1_discharge_kw", "leaf_soc_kwh"]
+    assert s.index.tz is not None and len(s) == 96
+
+
+def test_unreachable_departure_is_named_in_words_and_the_shortfall_reported(configs):
+    """At 05:00 with 20 %, the 6 kW unit cannot bring the leaf to 80 % by 07:30."""
+    cfg = configs["home-v2h"]
+    start = "2024-06-04 05:00"
+    load = series(start, 24, 30, 0.5)
+    res = plan_site(cfg, load.index[0], series(start, 24, 30, 0.0), load, full_state(cfg, 20.0), hours=24)
+    msgs = res.summary["messages"]
+    assert ("car leaf cannot reach 80 % by Tue 07:30: plugged in at Tue 05:00 with 20 %, needs 37.2 kWh, the 6 kW unit "
+            "v2h1 delivers at most 14.3 kWh; planning for 43 % (short 22.9 kWh)") in msgs
+    assert "car leaf leaves at Tue 07:30 with 43 %, 22.9 kWh short of its 80 % target" in msgs
+    assert any(m.startswith("the outage reserve of 6.6 kWh cannot be held at Tue 05:30") for m in msgs)
+    assert res.summary["status"] == "optimal"
+
+
+def test_ratchet_levels_come_from_the_history(configs):
+    """Office, 11-month ratchet: an 80 kW peak 11 months ago holds June; 50 kW in May holds the
+    months up to next April; nothing holds May 2025, the last month the June peak can reach."""
+    cfg = configs["office-v2b"]
+    idx = plan_index(cfg, pd.Timestamp("2024-06-10 00:00", tz=TOKYO), 48)
+    state = full_state(cfg, month_peak_kw=30.0, peak_history_kw={"2023-07": 80.0, "2024-05": 50.0})
+    d = demand_spec(cfg, idx, state)
+    assert d.labels[0] == "2024-06" and d.labels[-1] == "2025-05" and len(d.labels) == 12
+    assert d.held_kw[0] == 80.0 and d.held_kw[1] == 50.0 and d.held_kw[-1] == 0.0
+    assert d.month_floor_kw.tolist() == [30.0]
+    assert d.rate_per_kw_month == pytest.approx(1614.86)
+
+
+def test_fifteen_minute_plan_started_mid_window_counts_the_metered_part(configs):
+    """Starting at :15 with 5 kWh already metered in the window, that window's average is
+    (5 + 0.25 h x import) / 0.5 h: at least 10 kW whatever the plan does."""
+    cfg = configs["office-v2b"]
+    cfg = cfg.model_copy(update={"planner": cfg.planner.model_copy(update={"step_minutes": 15})})
+    start = "2024-06-10 10:15"
+    load = series(start, 6, 15, 1.0)
+    res = plan_site(cfg, load.index[0], series(start, 6, 15, 0.0), load,
+                    full_state(cfg, window_import_kwh=5.0), hours=6)
+    assert res.summary["month_peaks_kw"]["2024-06"] >= 10.0
+    aligned = series("2024-06-10 10:00", 2, 15, 1.0)
+    with pytest.raises(DataError, match="window boundary"):
+        build_problem(cfg, aligned.index[0], aligned, aligned, full_state(cfg, window_import_kwh=1.0), hours=2)
+
+
+def test_outage_plan_carries_the_critical_load(configs):
+    """Shelter, grid down 18:00-06:00: critical circuits (1.4 kW) run from the municipal car."""
+    cfg = configs["shelter"]
+    start = "2024-06-03 12:00"
+    load = series(start, 24, 30, 5.0)
+    o = (pd.Timestamp("2024-06-03 18:00", tz=TOKYO), pd.Timestamp("2024-06-04 06:00", tz=TOKYO))
+    res = plan_site(cfg, load.index[0], series(start, 24, 30, 0.0), load, full_state(cfg, 80.0), outage=o, hours=24)
+    s = res.schedule
+    down = (s.index >= o[0]) & (s.index < o[1])
+    assert (s.loc[down, "import_kw"] == 0).all()
+    assert np.allclose(s.loc[down, "load_kw"], 1.4)
+    assert s.loc[down, "unserved_kw"].sum() == pytest.approx(0.0, abs=1e-6)
+    assert s.loc[down, "v2h1_discharge_kw"].sum() * 0.5 == pytest.approx(1.4 * 12, abs=1e-6)
+
+
+def test_bad_inputs_are_errors_naming_the_problem(configs):
+    cfg = configs["home-v2h"]
+    load = series("2024-06-03 18:00", 48, 30, 0.5)
+    with pytest.raises(DataError, match="must lie on a 30-minute step"):
+        plan_site(cfg, pd.Timestamp("2024-06-03 18:10", tz=TOKYO), load, load, full_state(cfg))
+    with pytest.raises(DataError, match="no value for this and 47 more"):
+        plan_site(cfg, load.index[0], load.iloc[:48], load, full_state(cfg))
+    with pytest.raises(DataError, match=r"no state of charge for vehicle\(s\) \['leaf'\]"):
+        plan_site(cfg, load.index[0], load, load, SiteState({}))
+
+
+def test_plan_span_chains_months_through_soc_and_ratchet(configs):
+    """Two weeks across a month end, perfect foresight: two chunks, June's peak in July's history."""
+    cfg = configs["office-v2b"]
+    start = "2024-06-24 00:00"
+    n = 14 * 48
+    hour = (np.arange(n) % 48) / 2
+    load = series(start, 14 * 24, 30, np.where((hour >= 8) & (hour < 18), 45.0, 4.0))
+    res = plan_span(cfg, series(start, 14 * 24, 30, 0.0), load, full_state(cfg))
+    assert res.summary["months"] == 2 and not res.summary["fallback"]
+    assert set(res.summary["month_peaks_kw"]) == {"2024-06", "2024-07"}
+    assert len(res.schedule) == n and res.schedule.index.is_monotonic_increasing
+
+
+def test_ems_plan_cli_with_csv_inputs(configs_dir, tmp_path, capsys):
+    start = pd.Timestamp("2024-06-03 18:00", tz=TOKYO)
+    idx = pd.date_range(start, periods=96, freq="30min")
+    for name, kw in (("pv", 0.0), ("load", 0.8)):
+        pd.DataFrame({"timestamp": [t.isoformat() for t in idx], "kw": kw}).to_csv(tmp_path / f"{name}.csv", index=False)
+    out = tmp_path / "schedule.csv"
+    rc = main(["plan", "--config", str(configs_dir / "home-v2h.yaml"), "--start", start.isoformat(),
+               "--pv", str(tmp_path / "pv.csv"), "--load", str(tmp_path / "load.csv"), "--soc", "leaf=40",
+               "--out", str(out), "--json"])
+    assert rc == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert {"status", "objective", "energy_cost", "demand_cost", "export_credit", "wear_cost", "penalty_cost",
+            "peak_kw", "build_seconds", "solve_seconds", "messages"} <= set(summary)
+    assert summary["status"] == "optimal"
+    table = pd.read_csv(out)
+    assert list(table.columns) == ["timestamp", "pv_kw", "load_kw", "import_kw", "export_kw", "curtail_kw",
+                                   "v2h1_charge_kw", "v2h1_discharge_kw", "leaf_soc_kwh"]
+    assert table["timestamp"].iloc[0] == "2024-06-03T18:00:00+09:00" and len(table) == 96
+    rc = main(["plan", "--config", str(configs_dir / "home-v2h.yaml"), "--start", start.isoformat(), "--hours", "4",
+               "--pv", str(tmp_path / "pv.csv"), "--load", str(tmp_path / "load.csv"), "--soc", "leaf=40"])
+    text = capsys.readouterr().out
+    assert rc == 0 and "Mon 18:00" in text and "status: optimal" in text
+    assert main(["plan", "--config", str(configs_dir / "home-v2h.yaml"), "--soc", "tesla=40",
+                 "--pv", str(tmp_path / "pv.csv"), "--load", str(tmp_path / "load.csv")]) == 2
+    assert "expected VEHICLE=PCT with a vehicle of ['leaf']" in capsys.readouterr().err
