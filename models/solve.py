@@ -37,6 +37,9 @@ from models.verify import ACTIVE_KW
 log = logging.getLogger(__name__)
 
 INTERFACES = ("appsi_highs", "highs")
+# Models kept per session: 15-minute plans alternate between two window alignments (:00 and :15
+# starts), and a month end in the horizon adds shapes; 4 covers both without holding much memory.
+MAX_MODELS = 4
 
 
 @dataclass(frozen=True)
@@ -261,13 +264,12 @@ def _set_warm_start(m: pe.ConcreteModel, problem: PlanProblem, v: Values) -> Non
 
 
 class Session:
-    """A reusable solver session: one model and solver per structure, parameters updated in place."""
+    """A reusable solver session: a model and solver per structure (the last ``MAX_MODELS``), parameters
+    updated in place."""
 
     def __init__(self, options: SolveOptions | None = None):
         self.options = options or SolveOptions()
-        self._key: tuple | None = None
-        self._model: pe.ConcreteModel | None = None
-        self._backend: _Backend | None = None
+        self._models: dict[tuple, tuple[pe.ConcreteModel, _Backend]] = {}
         self.rebuilds = 0
 
     def _model_for(self, problem: PlanProblem, req: Requirements, soft: frozenset[str]) -> tuple[pe.ConcreteModel, _Backend]:
@@ -275,14 +277,16 @@ class Session:
         if soft or not self.options.persistent:
             return build_model(problem, req, soft, mutable=False), _Backend(self.options.interface)
         key = structure_key(problem)
-        if key != self._key or self._model is None:
-            self._model = build_model(problem, req, mutable=True)
-            self._backend = _Backend(self.options.interface)
-            self._key = key
-            self.rebuilds += 1
+        if key in self._models:
+            m, backend = self._models.pop(key)
+            update_params(m, problem, req)
         else:
-            update_params(self._model, problem, req)
-        return self._model, self._backend
+            m, backend = build_model(problem, req, mutable=True), _Backend(self.options.interface)
+            self.rebuilds += 1
+        self._models[key] = (m, backend)  # most recently used last
+        while len(self._models) > MAX_MODELS:
+            self._models.pop(next(iter(self._models)))
+        return m, backend
 
     def solve(self, problem: PlanProblem, req: Requirements, soft: frozenset[str] = frozenset()) -> Solution:
         """Solve ``problem`` with the bounds of ``req``; the MILP optimum or a clear status (never raises)."""
@@ -291,14 +295,14 @@ class Session:
             m, backend = self._model_for(problem, req, soft)
         except Exception as exc:  # a failed build must not take the planner down: the caller falls back
             log.exception("model build failed")
-            self._key = None
+            self._models.clear()
             return Solution("failed", messages=[f"model build failed: {exc}"], build_seconds=time.perf_counter() - t0)
         t1 = time.perf_counter()
         try:
             sol = self._solve(m, backend, problem, req, soft)
         except Exception as exc:  # solver crash: reported, the caller falls back
             log.exception("solver failed")
-            self._key = None
+            self._models.clear()
             sol = Solution("failed", messages=[f"solver failed: {exc}"])
         sol.build_seconds, sol.solve_seconds, sol.soft = t1 - t0, time.perf_counter() - t1, soft
         return sol

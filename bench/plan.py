@@ -1,0 +1,130 @@
+"""Planner speed: prints one JSON object (medians of repeated re-plans; no pass/fail).
+
+- home (configs/home-v2h.yaml, one unit) on the shipped household year (ems/data), and office
+  (configs/office-v2b.yaml, three units) on configs/data/office-2024-30min.csv (demandlib G1 load,
+  pvlib PV): 48 h at 30 and at 15 minutes, a receding horizon moved one step per re-plan with a
+  persistent Planner; build (problem data + model build or parameter update) and solve separately;
+- the same for both pyomo interfaces (appsi_highs, contrib 'highs') and without persistence;
+- the ratio of our build+solve to the same model built directly as a HiGHS matrix (highspy) and
+  solved the same way (LP relaxation);
+- one year of perfect foresight for the office (12 monthly problems chained through SOC and the
+  ratchet): wall time and the process's peak resident memory.
+
+Usage: .venv/bin/python bench/plan.py [--replans N] [--skip-year]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from ems.commands.demo import fill_from_other_days  # noqa: E402
+from ems.config import load_site  # noqa: E402
+from ems.planning import Planner, SiteState, build_problem, plan_span, solve_options  # noqa: E402
+from ems.timeseries import read_series_csv  # noqa: E402
+from models import direct  # noqa: E402
+from models.requirements import requirements  # noqa: E402
+
+
+def household() -> pd.DataFrame:
+    """The shipped household year on Tokyo clock time, load gaps filled from other days, PV gaps 0."""
+    raw = read_series_csv(ROOT / "ems/data/household-2024-30min.csv", ["load_kw", "pv_kw"], allow_empty=True)
+    raw.index = raw.index.tz_convert(None).tz_localize("Asia/Tokyo")
+    load, _, _ = fill_from_other_days(raw["load_kw"].rename("household"))
+    return pd.DataFrame({"load_kw": load, "pv_kw": raw["pv_kw"].fillna(0.0)})
+
+
+def office() -> pd.DataFrame:
+    return read_series_csv(ROOT / "configs/data/office-2024-30min.csv", ["load_kw", "pv_kw"])
+
+
+def with_step(cfg, minutes: int):
+    return cfg.model_copy(update={"planner": cfg.planner.model_copy(update={"step_minutes": minutes})})
+
+
+def replans(cfg, data: pd.DataFrame, start: str, n: int, state: SiteState, **opts) -> dict:
+    """Median build and solve seconds over ``n`` consecutive re-plans (the first, which builds, excluded)."""
+    planner = Planner(cfg, solve_options(cfg, **opts))
+    t0 = pd.Timestamp(start, tz="Asia/Tokyo")
+    step = pd.Timedelta(minutes=cfg.planner.step_minutes)
+    builds, solves, methods = [], [], set()
+    for i in range(n + 1):
+        res = planner.plan(t0 + i * step, data["pv_kw"], data["load_kw"], state)
+        if i:
+            builds.append(res.summary["build_seconds"])
+            solves.append(res.summary["solve_seconds"])
+        methods.add(res.summary["method"])
+    b, s = statistics.median(builds), statistics.median(solves)
+    return {"build_s": round(b, 4), "solve_s": round(s, 4), "total_s": round(b + s, 4), "methods": sorted(methods),
+            "rebuilds": planner.session.rebuilds}
+
+
+def direct_ratio(cfg, data: pd.DataFrame, start: str, n: int, state: SiteState, ours_total: float) -> dict:
+    """Median direct highspy build+solve of the same problems (without the problem-data step)."""
+    t0 = pd.Timestamp(start, tz="Asia/Tokyo")
+    step = pd.Timedelta(minutes=cfg.planner.step_minutes)
+    times = []
+    for i in range(1, n + 1):
+        p = build_problem(cfg, t0 + i * step, data["pv_kw"], data["load_kw"], state)
+        r = direct.solve(p, requirements(p), relax=True)
+        times.append(r.build_seconds + r.solve_seconds)
+    d = statistics.median(times)
+    return {"direct_highspy_s": round(d, 4), "ratio_ours_to_direct": round(ours_total / d, 2)}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--replans", type=int, default=20)
+    ap.add_argument("--skip-year", action="store_true")
+    args = ap.parse_args()
+    n = args.replans
+    home_cfg, office_cfg = load_site(ROOT / "configs/home-v2h.yaml"), load_site(ROOT / "configs/office-v2b.yaml")
+    home_data, office_data = household(), office()
+    home_state = SiteState({"leaf": 35.0})
+    office_state = SiteState({"leaf": 40.0, "bz4x": 45.0, "leaf40": 25.0}, month_peak_kw=30.0,
+                             peak_history_kw={"2024-05": 45.0})
+    cases = {
+        "home": (home_cfg, home_data, "2024-06-03 17:00", home_state),
+        "office": (office_cfg, office_data, "2024-06-03 06:00", office_state),
+    }
+    out: dict = {"replans": n, "note": "seconds are medians per re-plan; build = problem data + model build/update"}
+    for name, (cfg, data, start, state) in cases.items():
+        for minutes in (30, 15):
+            c = with_step(cfg, minutes)
+            key = f"{name}_48h_{minutes}min"
+            out[key] = replans(c, data, start, n, state)
+            out[key].update(direct_ratio(c, data, start, min(n, 10), state, out[key]["total_s"]))
+    cfg, data, start, state = cases["office"]
+    out["office_48h_30min_interfaces"] = {
+        "appsi_highs_persistent": replans(cfg, data, start, n, state, interface="appsi_highs"),
+        "contrib_highs_persistent": replans(cfg, data, start, n, state, interface="highs"),
+        "appsi_highs_fresh_build": replans(cfg, data, start, n, state, persistent=False),
+        "contrib_highs_fresh_build": replans(cfg, data, start, n, state, interface="highs", persistent=False),
+    }
+    if not args.skip_year:
+        t = time.perf_counter()
+        res = plan_span(office_cfg, office_data["pv_kw"], office_data["load_kw"],
+                        SiteState({"leaf": 40.0, "bz4x": 45.0, "leaf40": 25.0}))
+        out["office_year_perfect_foresight"] = {
+            "wall_s": round(time.perf_counter() - t, 2), "build_s": round(res.summary["build_seconds"], 2),
+            "solve_s": round(res.summary["solve_seconds"], 2), "months": res.summary["months"],
+            "methods": res.summary["method"], "fallback": res.summary["fallback"],
+            "bill_cost_jpy": round(res.summary["bill_cost"]), "peak_kw": round(res.summary["peak_kw"], 2),
+        }
+    out["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    print(json.dumps(out, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
