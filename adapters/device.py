@@ -35,31 +35,34 @@ class ModbusDevice:
         self.models: list[ModelHeader] = []
         self.sf: dict[str, int | None] = {}
         self._chain = (0, 0)
+        self._mapped: set[int] = set()
         self._plans: dict[tuple[str, ...], list[Span]] = {}
 
     async def open(self) -> None:
         """Connect and resolve every point's address (SunSpec: discover the model chain)."""
         await self.io.connect()
-        if self.map.kind != "sunspec":
-            self.located = locate(self.map)
-            return
+        self.located = locate(self.map) if self.map.kind != "sunspec" else await self._discover()
+        self._mapped = {a for lc in self.located.values() for a in range(lc.address, lc.address + lc.point.size)}
+        self._plans.clear()
+
+    async def _discover(self) -> dict[str, Located]:
+        """Points of a SunSpec device, located through its model chain."""
         base, self.models = await discover(self.io.read, self.name)
         end = self.models[-1].address + self.models[-1].length + 2 if self.models else base + 2
         self._chain = (base, end)
         first = {}
         for h in self.models:
             first.setdefault(h.id, h)
-        self.located = {}
+        located = {}
         for name, loc in locate(self.map, {m: h.address for m, h in first.items()}).items():
-            if not loc.point.model:
-                self.located[name] = loc  # an absolute address (vendor block)
-                continue
-            header = next(first[m] for m in loc.point.model if m in first)
-            if (loc.point.offset or 0) + loc.point.size > header.length + 2:
-                log.warning("%s: model %d is only %d long; point %s left out", self.name, header.id, header.length, name)
-                continue
-            self.located[name] = loc
-        self._plans.clear()
+            if loc.point.model:
+                header = next(first[m] for m in loc.point.model if m in first)
+                if (loc.point.offset or 0) + loc.point.size > header.length + 2:
+                    log.warning("%s: model %d is only %d long; point %s left out", self.name, header.id,
+                                header.length, name)
+                    continue
+            located[name] = loc
+        return located
 
     async def close(self) -> None:
         """Close the connection."""
@@ -79,8 +82,12 @@ class ModbusDevice:
                 raise AdapterError(self.name, n, None, f"the device does not provide this point ({where}; "
                                    f"models found: {found or 'n/a'})")
 
-    def _in_chain(self, address: int) -> bool:
-        return self._chain[0] <= address < self._chain[1]
+    def _readable(self, start: int, stop: int) -> bool:
+        """True if every register in [start, stop) may be read: inside the SunSpec chain, or
+        belonging to a point of the map (vendor maps may answer exception 02 in their gaps)."""
+        if self._chain[0] <= start and stop <= self._chain[1]:
+            return True
+        return all(a in self._mapped for a in range(start, stop))
 
     def _plan(self, names: tuple[str, ...]) -> list[Span]:
         """Read requests covering the named points and their scale-factor points."""
@@ -99,7 +106,7 @@ class ModbusDevice:
             end = loc.address + loc.point.size
             if spans:
                 start, stop, members = spans[-1]
-                contiguous = loc.address <= stop or (self._in_chain(start) and self._in_chain(end - 1))
+                contiguous = loc.address <= stop or self._readable(stop, loc.address)
                 if contiguous and max(stop, end) - start <= MAX_READ:
                     spans[-1] = [start, max(stop, end), members + [loc]]
                     continue

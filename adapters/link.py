@@ -80,6 +80,7 @@ class ModbusLink:
         self._client: AsyncModbusTcpClient | AsyncModbusSerialClient | None = None
         self._lock = asyncio.Lock()
         self.reconnects = 0  # connections opened after the first one
+        self.requests = 0    # requests sent (every attempt counts)
         self._opened = False
 
     @property
@@ -161,6 +162,7 @@ class ModbusLink:
             try:
                 if not self.connected:
                     await self._open()
+                self.requests += 1
                 return await op()
             except AdapterError as exc:
                 if not exc.retryable:

@@ -392,26 +392,23 @@ class SiteModel:
             else:
                 r = u.p.ramp_pct_per_s / 100.0 * u.p.rating_kw * dt_w * self.p.speed
                 new.append(u.output_kw + min(max(tgt - u.output_kw, -r), r))
-        frac, deltas = 1.0, []
+        frac, deltas, means = 1.0, [], []
         for i, u in enumerate(self.units):
-            if u.stay is None:
-                deltas.append(0.0)
-                continue
-            _, _, e_lo, e_hi = self._limits_kw(u)
-            e = self.energy_kwh[u.stay.vehicle]
-            mean = (u.output_kw + new[i]) / 2
+            mean = (u.output_kw + new[i]) / 2 if u.stay is not None else 0.0  # AC power over the step
             de = (-mean * u.p.charge_efficiency if mean < 0 else -mean / u.p.discharge_efficiency) * dt_h
-            if (de < 0 and e <= e_lo + SOC_TOL_KWH) or (de > 0 and e >= e_hi - SOC_TOL_KWH):
-                de, new[i] = 0.0, 0.0  # at the limit already: nothing flows
-            elif de < 0 and e + de < e_lo:
-                frac = min(frac, (e - e_lo) / -de)
-            elif de > 0 and e + de > e_hi:
-                frac = min(frac, (e_hi - e) / de)
+            if u.stay is not None:
+                _, _, e_lo, e_hi = self._limits_kw(u)
+                e = self.energy_kwh[u.stay.vehicle]
+                if (de < 0 and e <= e_lo + SOC_TOL_KWH) or (de > 0 and e >= e_hi - SOC_TOL_KWH):
+                    de, mean, new[i] = 0.0, 0.0, 0.0  # at the limit already: nothing flows
+                elif de < 0 and e + de < e_lo:
+                    frac = min(frac, (e - e_lo) / -de)
+                elif de > 0 and e + de > e_hi:
+                    frac = min(frac, (e_hi - e) / de)
             deltas.append(de)
-        means = []
+            means.append(mean)
         for i, u in enumerate(self.units):
             p1 = u.output_kw + (new[i] - u.output_kw) * frac
-            means.append((u.output_kw + p1) / 2)
             if u.stay is not None:
                 _, _, e_lo, e_hi = self._limits_kw(u)
                 e = self.energy_kwh[u.stay.vehicle] + deltas[i] * frac

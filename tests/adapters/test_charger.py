@@ -24,7 +24,7 @@ async def settle(ch: ChargerAdapter, kw: float, attr: str = "discharge_kw", time
     deadline = asyncio.get_running_loop().time() + timeout_s
     while True:
         state = await ch.read_state()
-        if math.isclose(getattr(state, attr), kw, abs_tol=0.011) or asyncio.get_running_loop().time() > deadline:
+        if math.isclose(getattr(state, attr), kw, abs_tol=1e-6) or asyncio.get_running_loop().time() > deadline:
             return state
         await asyncio.sleep(0.02)
 

@@ -1,0 +1,209 @@
+"""From a site configuration to device-layer parameters (adapters and the simulator).
+
+The device layer (:mod:`adapters`) knows nothing of YAML or of :class:`~ems.config.SiteConfig`;
+this module translates:
+
+- :func:`sim_site`: the simulated site of a config (one Modbus server for all units and the
+  meter), with vehicles plugged in following their configured windows (:func:`ems.vehicles.stays`,
+  public holidays from the tariff's calendar) and the building load replayed from a history CSV;
+- :func:`charger_params` / :func:`meter_params`: how the daemon reaches each charger and meter.
+
+Rules (documented, not guessed at run time):
+
+- Unit ids of simulated chargers: an explicit ``adapter.unit_id`` is kept; chargers that do not
+  set one get the lowest free ids in config order (1, 2, 3 ... for the office example). Two
+  explicit equal ids are an error. The simulated meter is unit :data:`METER_UNIT_ID`.
+- A vehicle is plugged into the first charger it lists; a vehicle listing none takes the
+  chargers in turn (vehicle k of those goes to charger k mod n).
+- Each simulated vehicle starts at the middle of its SOC window unless ``initial_soc_pct`` is given.
+- Replay: ``load_kw`` and (optional) ``pv_kw`` columns; an empty ``pv_kw`` cell is 0 kW (the shipped
+  household data leaves PV empty at night), an empty ``load_kw`` cell repeats the last reading
+  (sensor outages); the replay loops by whole weeks (52) past its end.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from adapters import ChargerParams, MeterParams, RegisterMapError, RtuLink, TcpLink, load_profile
+from adapters.sim import Replay, SimSiteParams, SimStay, SimUnitParams, SimVehicle, StaySource
+from ems.config import Charger, ModbusRtuAdapter, ModbusTcpAdapter, SimulatorAdapter, SiteConfig, Vehicle
+from ems.errors import ConfigError, Problem
+from ems.timeseries import read_series_csv
+from ems.vehicles import stays
+from ems.yamlio import line_of, load_yaml
+
+#: Modbus unit id of the simulated site meter (chargers take the low ids; 240 is well clear of them
+#: and of the 248-255 range the Modbus specification reserves)
+METER_UNIT_ID = 240
+#: Reversion timeout written to simulated units [s] (the simulator's adapter section has no key for it)
+SIM_REVERSION_TIMEOUT_S = 60.0
+
+
+def _problem(cfg: SiteConfig, loc: tuple, value: object, message: str) -> Problem:
+    """A Problem at key path ``loc`` of the config file (with its line when the file is known)."""
+    line = None
+    if cfg.source and Path(cfg.source).is_file():
+        _, lines = load_yaml(cfg.source)
+        line = line_of(lines, loc)
+    path = "".join(f"[{p}]" if isinstance(p, int) else (f".{p}" if i else str(p)) for i, p in enumerate(loc))
+    return Problem(cfg.source or "<config>", line, path, value, message)
+
+
+def check_profiles(cfg: SiteConfig) -> None:
+    """Every charger's ``adapter.profile`` names a shipped charger map or a valid map file."""
+    problems = []
+    for i, c in enumerate(cfg.chargers):
+        try:
+            rmap = load_profile(_profile_ref(cfg, c))
+        except RegisterMapError as exc:
+            problems.append(_problem(cfg, ("chargers", i, "adapter", "profile"), c.adapter.profile,
+                                     "; ".join(str(p) for p in exc.problems)))
+            continue
+        if rmap.device != "charger":
+            problems.append(_problem(cfg, ("chargers", i, "adapter", "profile"), c.adapter.profile,
+                                     f"is a {rmap.device} map; a charger needs a charger map"))
+    if problems:
+        raise ConfigError(problems)
+
+
+def _profile_ref(cfg: SiteConfig, c: Charger) -> str:
+    """A shipped profile name, or a map file path made absolute relative to the config file."""
+    prof = c.adapter.profile
+    if prof.endswith((".yaml", ".yml")) and cfg.source and not Path(prof).is_absolute():
+        return str(Path(cfg.source).parent / prof)
+    return prof
+
+
+def sim_unit_ids(cfg: SiteConfig) -> dict[str, int]:
+    """Unit id of each simulated charger (explicit ids kept, the others numbered from 1)."""
+    sims = [(i, c) for i, c in enumerate(cfg.chargers) if isinstance(c.adapter, SimulatorAdapter)]
+    explicit = {c.id: c.adapter.unit_id for _, c in sims if "unit_id" in c.adapter.model_fields_set}
+    problems = []
+    seen: dict[int, str] = {}
+    for i, c in sims:
+        uid = explicit.get(c.id)
+        if uid is None:
+            continue
+        if uid in seen or uid == METER_UNIT_ID:
+            other = seen.get(uid, "the simulated meter")
+            problems.append(_problem(cfg, ("chargers", i, "adapter", "unit_id"), uid,
+                                     f"already used by {other}; simulated units need distinct unit ids"))
+        seen[uid] = c.id
+    if problems:
+        raise ConfigError(problems)
+    out, free = dict(explicit), 1
+    for _, c in sims:
+        if c.id not in out:
+            while free in seen or free == METER_UNIT_ID:
+                free += 1
+            seen[free], out[c.id] = c.id, free
+    return out
+
+
+def vehicle_homes(cfg: SiteConfig) -> dict[str, list[Vehicle]]:
+    """Vehicles per charger id: the first charger a vehicle lists, else the chargers in turn."""
+    homes: dict[str, list[Vehicle]] = {c.id: [] for c in cfg.chargers}
+    if not cfg.chargers:
+        return homes
+    anywhere = 0
+    for v in cfg.vehicles:
+        if v.chargers:
+            homes[v.chargers[0]].append(v)
+        else:
+            homes[cfg.chargers[anywhere % len(cfg.chargers)].id].append(v)
+            anywhere += 1
+    return homes
+
+
+def holiday_test(cfg: SiteConfig) -> Callable[[dt.date], bool]:
+    """``is_holiday(date)`` from the tariff's calendar (public holidays and its extra days)."""
+    @lru_cache(maxsize=4096)
+    def is_holiday(day: dt.date) -> bool:
+        noon = pd.DatetimeIndex([pd.Timestamp(dt.datetime.combine(day, dt.time(12)), tz=cfg.zone)])
+        return bool(cfg.tariff.day_types(noon)[0] == "holiday")
+    return is_holiday
+
+
+def stay_source(cfg: SiteConfig, vehicles: list[Vehicle]) -> StaySource:
+    """The simulator's plug-in schedule for these vehicles, from their configured windows."""
+    is_holiday = holiday_test(cfg)
+
+    def source(start: dt.datetime, end: dt.datetime) -> list[SimStay]:
+        out = []
+        for v in vehicles:
+            for s in stays(v, pd.Timestamp(start), pd.Timestamp(end), cfg.zone, is_holiday):
+                out.append(SimStay(v.id, s.arrive.to_pydatetime(), s.depart.to_pydatetime(), s.arrival_kwh, s.trip_kwh))
+        return out
+    return source
+
+
+def load_replay(path: str | Path) -> Replay:
+    """Load and PV to replay from a history CSV (see the module docstring for empty cells)."""
+    df = read_series_csv(path, ["load_kw"], optional=["pv_kw"], allow_empty=True)
+    load = df["load_kw"].ffill().bfill().fillna(0.0).to_numpy(dtype=float)
+    pv = df["pv_kw"].fillna(0.0).to_numpy(dtype=float) if "pv_kw" in df else np.zeros(len(df))
+    start = df.index[0].to_pydatetime()
+    return Replay(start, df.attrs["step"].total_seconds(), load, pv)
+
+
+def sim_site(cfg: SiteConfig, *, replay: str | Path | None = None, speed: float = 1.0,
+             start: dt.datetime | None = None, initial_soc_pct: float | None = None,
+             ramp_pct_per_s: float = 20.0) -> SimSiteParams:
+    """The simulated site of ``cfg``: every charger whose adapter is ``simulator``, and the meter.
+
+    ``replay`` defaults to the site's ``load.history_csv`` (no history: 0 kW load and PV).
+    """
+    check_profiles(cfg)
+    ids = sim_unit_ids(cfg)
+    homes = vehicle_homes(cfg)
+    units = []
+    for c in cfg.chargers:
+        if not isinstance(c.adapter, SimulatorAdapter):
+            continue
+        vehicles = homes[c.id]
+        sim_vehicles = tuple(SimVehicle(
+            v.id, v.capacity_kwh, v.min_soc_pct, v.max_soc_pct, v.max_charge_kw, v.max_discharge_kw,
+            initial_soc_pct if initial_soc_pct is not None else (v.min_soc_pct + v.max_soc_pct) / 2) for v in vehicles)
+        units.append(SimUnitParams(
+            c.id, ids[c.id], c.max_charge_kw, c.max_discharge_kw, c.charge_efficiency_pct / 100,
+            c.discharge_efficiency_pct / 100, c.islanded_rating_kw, ramp_pct_per_s, _profile_ref(cfg, c),
+            sim_vehicles, stay_source(cfg, vehicles), c.model or "V2H simulator"))
+    source = replay if replay is not None else cfg.load.history_csv
+    return SimSiteParams(tuple(units), METER_UNIT_ID, "sunspec-meter", cfg.load.critical_kw,
+                         load_replay(source) if source else None, start=start, speed=speed)
+
+
+def charger_params(cfg: SiteConfig, *, sim_host: str = "127.0.0.1", sim_port: int | None = None) -> list[ChargerParams]:
+    """How to reach and drive each charger. Simulated ones are at ``sim_host:sim_port``."""
+    check_profiles(cfg)
+    ids = sim_unit_ids(cfg)
+    out = []
+    for c in cfg.chargers:
+        a = c.adapter
+        if isinstance(a, SimulatorAdapter):
+            if sim_port is None:
+                raise ValueError(f"charger {c.id} is simulated: give the simulator's port (sim_port)")
+            link: TcpLink | RtuLink = TcpLink(sim_host, sim_port, ids[c.id], timeout_s=1.0)
+            timeout = SIM_REVERSION_TIMEOUT_S
+        elif isinstance(a, ModbusTcpAdapter):
+            link, timeout = TcpLink(a.host, a.port, a.unit_id, a.timeout_s), a.reversion_timeout_s
+        else:
+            assert isinstance(a, ModbusRtuAdapter)
+            link = RtuLink(a.serial_port, a.baudrate, a.parity, a.unit_id, a.timeout_s)
+            timeout = a.reversion_timeout_s
+        out.append(ChargerParams(c.id, link, c.max_charge_kw, c.max_discharge_kw, _profile_ref(cfg, c), timeout))
+    return out
+
+
+def meter_params(cfg: SiteConfig, *, sim_host: str = "127.0.0.1", sim_port: int | None = None) -> MeterParams | None:
+    """The simulated site meter (the configuration has no section for a real meter yet: None)."""
+    if sim_port is None or not any(isinstance(c.adapter, SimulatorAdapter) for c in cfg.chargers):
+        return None
+    return MeterParams("meter", TcpLink(sim_host, sim_port, METER_UNIT_ID))
