@@ -33,7 +33,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pymodbus.constants import ExcCodes
-from pymodbus.server import ModbusTcpServer
+from pymodbus.framer import FramerType
+from pymodbus.server import ModbusSerialServer, ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
 from adapters.convention import from_device_w, to_device_w
@@ -159,10 +160,12 @@ class Simulator:
     """The simulated site served over Modbus TCP. See the module docstring."""
 
     def __init__(self, site: SimSiteParams, *, host: str = "127.0.0.1", port: int = 0,
-                 clock: Callable[[], float] | None = None):
+                 clock: Callable[[], float] | None = None, serial_port: str | None = None,
+                 baudrate: int = 19200, parity: str = "E"):
         self.site = site
         self.host = host
         self._requested_port = port
+        self.serial = (serial_port, baudrate, parity) if serial_port else None
         self.port: int | None = None
         self.clock = clock or WallClock()
         start = site.start or dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
@@ -177,17 +180,25 @@ class Simulator:
         self.faults = {name: Faults() for name in self.images}
         #: the last write requests served: (device, function code, address, register count)
         self.writes: deque[tuple[str, int, int, int]] = deque(maxlen=256)
-        self._server: ModbusTcpServer | None = None
+        self._server: ModbusTcpServer | ModbusSerialServer | None = None
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> int:
-        """Listen on host:port (port 0: a free one); returns the port."""
+        """Listen on host:port (port 0: a free one) and return the port; or serve RTU on ``serial_port``
+        (returns 0)."""
         devices = [SimDevice(id=img.unit_id, simdata=list(img.blocks), action=functools.partial(self._action, name))
                    for name, img in self.images.items()]
         # pymodbus serves unknown unit ids from device 0: answer them as a gateway does for an
         # absent device (exception 0B) instead of failing inside pymodbus (exception 04 + traceback)
         devices.append(SimDevice(id=0, simdata=[SimData(0, count=0x10000, values=0, datatype=DataType.REGISTERS)],
                                  action=_absent_device))
+        if self.serial is not None:  # Modbus RTU on a serial line (or one end of a pty pair)
+            device, baudrate, parity = self.serial
+            self._server = ModbusSerialServer(devices, framer=FramerType.RTU, port=device, baudrate=baudrate,
+                                              parity=parity, bytesize=8, stopbits=1)
+            await self._server.serve_forever(background=True)
+            log.info("simulator serving Modbus RTU on %s, units %s", device, self.unit_ids())
+            return 0
         port = self.port if self.port is not None else self._requested_port
         self._server = ModbusTcpServer(devices, address=(self.host, port))
         await self._server.serve_forever(background=True)
@@ -427,14 +438,14 @@ class Simulator:
 class SimulatorThread:
     """A :class:`Simulator` on its own event loop in a thread named ``ems-sim`` (clean stop).
 
-    ``with SimulatorThread(site) as st: st.port ...``; API calls on ``st.sim`` that only touch
-    the model (snapshot, set_grid, set_fault, set_soc) are thread-safe; :meth:`call` runs a
-    coroutine function on the simulator's loop (``st.call(st.sim.restart)``).
+    ``with SimulatorThread(site) as st: st.port ...`` (keyword arguments go to :class:`Simulator`).
+    API calls on ``st.sim`` that only touch the model (snapshot, set_grid, set_fault, set_soc) are
+    thread-safe; :meth:`call` runs a coroutine function on the simulator's loop
+    (``st.call(st.sim.restart)``).
     """
 
-    def __init__(self, site: SimSiteParams, *, host: str = "127.0.0.1", port: int = 0,
-                 clock: Callable[[], float] | None = None):
-        self.sim = Simulator(site, host=host, port=port, clock=clock)
+    def __init__(self, site: SimSiteParams, **simulator_kw: Any):
+        self.sim = Simulator(site, **simulator_kw)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._ready = threading.Event()
@@ -456,7 +467,7 @@ class SimulatorThread:
         if self._error is not None:
             self._thread.join()
             raise self._error
-        return self.port
+        return self.sim.port or 0  # 0: serving RTU
 
     def _run(self) -> None:
         asyncio.run(self._main())

@@ -44,6 +44,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", required=True, metavar="CONFIG", help="site YAML file")
     p.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1; Modbus has no authentication)")
     p.add_argument("--port", type=int, default=5020, help="TCP port (default 5020; 0 = any free port)")
+    p.add_argument("--serial", metavar="DEVICE", help="serve Modbus RTU on this serial device instead of TCP")
+    p.add_argument("--baudrate", type=int, default=19200, help="RTU baud rate (default 19200)")
+    p.add_argument("--parity", choices=("N", "E", "O"), default="E", help="RTU parity (default E, 8 data bits, 1 stop bit)")
     p.add_argument("--speed", type=_positive, default=1.0, help="simulated seconds per real second (default 1)")
     p.add_argument("--replay", metavar="DATA.csv", help="load/PV history to replay (default: the site's load.history_csv)")
     p.add_argument("--start", type=_aware, help="simulated start time, ISO 8601 with offset (default: now)")
@@ -72,7 +75,8 @@ async def serve(sim: Simulator, duration_s: float | None, status_every_s: float,
     try:
         async with sim:
             ids = ", ".join(f"unit {uid} = {name}" for name, uid in sim.unit_ids().items())
-            print(f"simulator listening on {sim.host}:{sim.port} ({ids}); speed x{sim.site.speed:g}", flush=True)
+            where = f"Modbus RTU on {sim.serial[0]}" if sim.serial else f"listening on {sim.host}:{sim.port}"
+            print(f"simulator {where} ({ids}); speed x{sim.site.speed:g}", flush=True)
             deadline = None if duration_s is None else loop.time() + duration_s
             while not stop.is_set():
                 timeout = status_every_s if status_every_s > 0 else None
@@ -98,11 +102,13 @@ def run(args: argparse.Namespace) -> int:
         print(f"{args.config}: no charger uses the simulator adapter (adapter: {{kind: simulator}}); nothing to serve",
               file=sys.stderr)
         return 2
-    sim = Simulator(site, host=args.host, port=args.port)
+    sim = Simulator(site, host=args.host, port=args.port, serial_port=args.serial, baudrate=args.baudrate,
+                    parity=args.parity)
     try:
         asyncio.run(serve(sim, args.duration, args.status_every, cfg.zone))
-    except RuntimeError as exc:
-        print(f"error: cannot serve on {args.host}:{args.port}: {exc} (port in use?)", file=sys.stderr)
+    except (RuntimeError, OSError) as exc:  # pymodbus: "Could not start listen"; a serial device refusing
+        where = f"Modbus RTU on {args.serial}" if args.serial else f"{args.host}:{args.port}"
+        print(f"error: cannot serve {where}: {exc} (in use? unsupported settings?)", file=sys.stderr)
         return 1
     print(f"simulator stopped (meter unit {METER_UNIT_ID})", flush=True)
     return 0

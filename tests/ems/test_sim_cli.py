@@ -70,7 +70,7 @@ def test_sim_reports_a_busy_port(configs_dir, capsys):
         s.listen()
         port = s.getsockname()[1]
         assert main(["sim", "--config", str(configs_dir / "shelter.yaml"), "--port", str(port), "--duration", "1"]) == 1
-    assert f"error: cannot serve on 127.0.0.1:{port}" in capsys.readouterr().err
+    assert f"error: cannot serve 127.0.0.1:{port}:" in capsys.readouterr().err
 
 
 def test_sim_rejects_a_bad_speed(configs_dir, capsys):
