@@ -275,7 +275,9 @@ class ChargerAdapter:
         state = state or await self.read_state()
         ch, dis, cuts = clamp(charge_kw, discharge_kw, self.params, state, limits)
         new_w = to_device_w(ch, dis, self.sign)
-        last_w = self._last_w if self._enabled else None
+        # compare with what the unit holds now (it may have reverted, or been changed by someone else)
+        last_w = to_device_w(state.setpoint_charge_kw, state.setpoint_discharge_kw, self.sign) \
+            if state.remote_enabled else None
         action = "written"
         if last_w is not None and not (new_w == 0 and last_w != 0):
             if abs(new_w - last_w) < self.params.deadband_kw * 1000:
@@ -316,10 +318,19 @@ class ChargerAdapter:
         return True
 
     async def keep_alive(self) -> None:
-        """Run :meth:`refresh` forever at the refresh interval (cancel the task to stop it)."""
+        """Run :meth:`refresh` forever at the refresh interval (cancel the task to stop it).
+
+        A failed refresh is logged and tried again at the next interval; if refreshes keep
+        failing, the unit's own reversion timer takes it to 0 W.
+        """
         while True:
             await asyncio.sleep(max(self.refresh_interval_s - (self._clock() - self._last_write), 0.0) + 1e-3)
-            await self.refresh()
+            try:
+                await self.refresh()
+            except AdapterError as exc:
+                retry_s = self.refresh_interval_s / 2  # still inside the timeout after one more failure
+                log.warning("%s: refresh failed (%s); retrying in %.1f s", self.params.name, exc, retry_s)
+                await asyncio.sleep(retry_s)
 
     async def enable_control(self) -> None:
         """Enable remote control holding 0 W."""

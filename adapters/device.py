@@ -36,6 +36,7 @@ class ModbusDevice:
         self.sf: dict[str, int | None] = {}
         self._chain = (0, 0)
         self._mapped: set[int] = set()
+        self._sf_names = {p.sf for p in self.map.points.values() if p.sf}
         self._plans: dict[tuple[str, ...], list[Span]] = {}
 
     async def open(self) -> None:
@@ -125,7 +126,7 @@ class ModbusDevice:
             for m in members:
                 raw[m.point.name] = regs[m.address - start:m.address - start + m.point.size]
         for n, regs in raw.items():
-            if any(p.sf == n for p in self.map.points.values()):
+            if n in self._sf_names:
                 self.sf[n] = decode(self.map.points[n], regs)  # type: ignore[assignment]
         out: dict[str, Any] = {}
         for n in names:

@@ -180,6 +180,22 @@ def sim_site(cfg: SiteConfig, *, replay: str | Path | None = None, speed: float 
                          load_replay(source) if source else None, start=start, speed=speed)
 
 
+def sim_address(cfg: SiteConfig) -> tuple[str, int]:
+    """Where an in-process simulator listens: the simulated chargers' ``host`` and ``port``
+    (port 0 = any free port). They must agree, as one server presents every simulated unit."""
+    sims = [(i, c.adapter) for i, c in enumerate(cfg.chargers) if isinstance(c.adapter, SimulatorAdapter)]
+    if not sims:
+        return "127.0.0.1", 0
+    first = (sims[0][1].host, sims[0][1].port)
+    problems = [_problem(cfg, ("chargers", i, "adapter"), f"{a.host}:{a.port}",
+                         f"differs from {first[0]}:{first[1]} (chargers[{sims[0][0]}]); one simulator serves "
+                         "every simulated unit: give them the same host and port")
+                for i, a in sims[1:] if (a.host, a.port) != first]
+    if problems:
+        raise ConfigError(problems)
+    return first
+
+
 def charger_params(cfg: SiteConfig, *, sim_host: str = "127.0.0.1", sim_port: int | None = None) -> list[ChargerParams]:
     """How to reach and drive each charger. Simulated ones are at ``sim_host:sim_port``."""
     check_profiles(cfg)

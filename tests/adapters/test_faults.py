@@ -128,8 +128,9 @@ def test_unit_reverts_to_zero_when_the_controller_falls_silent():
             assert (snap.reverted, snap.setpoint_kw) == (True, 0.0)
             await asyncio.sleep(0.6)
             assert sim.snapshot().unit("v2h1").output_kw == 0.0
+            # the adapter sees the unit at 0 W again (not its own last write): the command is re-sent
+            assert (await ch.set_power(discharge_kw=3.0)).action == "written"
             # with the keep-alive running, the unit holds its setpoint past the timeout
-            await ch.set_power(discharge_kw=3.0)
             task = asyncio.create_task(ch.keep_alive())
             await asyncio.sleep(1.5)
             task.cancel()

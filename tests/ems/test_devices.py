@@ -10,8 +10,8 @@ import pytest
 from adapters import RtuLink, TcpLink
 from adapters.sim import SiteModel
 from ems.config import load_site
-from ems.devices import (METER_UNIT_ID, charger_params, load_replay, meter_params, sim_site, sim_unit_ids,
-                         stay_source, vehicle_homes)
+from ems.devices import (METER_UNIT_ID, charger_params, load_replay, meter_params, sim_address, sim_site,
+                         sim_unit_ids, stay_source, vehicle_homes)
 from ems.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -140,3 +140,13 @@ def test_home_site_replays_its_history(configs_dir):
     assert (u.max_charge_kw, u.max_discharge_kw, u.charge_efficiency, u.islanded_rating_kw) == (6.0, 6.0, 0.95, 6.0)
     assert site.replay is not None and len(site.replay.load_kw) == 17524
     assert site.critical_load_kw == pytest.approx(0.55) and site.speed == 60.0
+
+
+def test_simulator_address_is_shared_by_the_simulated_chargers(tmp_path, configs_dir):
+    assert sim_address(load_site(configs_dir / "office-v2b.yaml")) == ("127.0.0.1", 0)
+    path = site_file(tmp_path, "chargers:\n"
+                     "  - {id: a, max_charge_kw: 6, max_discharge_kw: 6, adapter: {kind: simulator, port: 5020}}\n"
+                     "  - {id: b, max_charge_kw: 6, max_discharge_kw: 6, adapter: {kind: simulator, port: 5021}}\n")
+    with pytest.raises(ConfigError, match=rf"{path}:6: chargers\[1\].adapter = '127.0.0.1:5021': differs from "
+                                          r"127.0.0.1:5020 \(chargers\[0\]\)"):
+        sim_address(load_site(path))
