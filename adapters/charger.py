@@ -34,12 +34,10 @@ from adapters.convention import from_device_w, to_device_w
 from adapters.device import ModbusDevice
 from adapters.errors import AdapterError
 from adapters.link import RetryPolicy, RtuLink, TcpLink
-from adapters.registers import RegisterMap, bit_names
+from adapters.registers import RegisterMap, bit_names, enum_code, enum_name
 
 log = logging.getLogger(__name__)
 
-ENABLED, DISABLED = 1, 0
-WATTS_MODE = 1  # SunSpec 704 WSetMod: setpoint in watts
 STATE_POINTS = (
     "soc_pct", "power_w", "plug_state", "grid_connection", "der_mode", "alarms", "inverter_state",
     "setpoint_enable", "setpoint_w", "reversion_remaining_s", "max_charge_w", "max_discharge_w",
@@ -231,7 +229,7 @@ class ChargerAdapter:
         if self.dev.available("reversion_setpoint_w"):
             values["reversion_setpoint_w"] = 0
         if self.dev.available("reversion_enable"):
-            values["reversion_enable"] = ENABLED
+            values["reversion_enable"] = enum_code(self.dev.map.points["reversion_enable"], "ENABLED")
         await self.dev.write(values)
         self._last_write = self._clock()
 
@@ -239,16 +237,16 @@ class ChargerAdapter:
         """Read the unit's state in as few requests as the map allows."""
         v = await self.dev.read(n for n in STATE_POINTS if self.dev.available(n))
         m = self.dev.map.points
+        name = lambda point: enum_name(m[point], v.get(point)) if point in m else None  # noqa: E731
         ch, dis = from_device_w(v["power_w"] or 0.0, self.sign)
         sch, sdis = from_device_w(v.get("setpoint_w") or 0.0, self.sign)
-        der_bits = bit_names(m["der_mode"], v["der_mode"]) if "der_mode" in m else ()
+        der_bits = bit_names(m["der_mode"], v.get("der_mode")) if "der_mode" in m else ()
         rated_c, rated_d = self.identity.get("rated_charge_w"), self.identity.get("rated_discharge_w")
         unit_c = min(x for x in (_kw(rated_c), _kw(v.get("max_charge_w")), math.inf) if x is not None)
         unit_d = min(x for x in (_kw(rated_d), _kw(v.get("max_discharge_w")), math.inf) if x is not None)
-        inv = v.get("inverter_state")
         return ChargerState(
             device=self.params.name, soc_pct=v["soc_pct"], charge_kw=ch, discharge_kw=dis,
-            plugged=v["plug_state"] == 1, grid_connected=v["grid_connection"] == 1,
+            plugged=name("plug_state") == "PLUGGED", grid_connected=name("grid_connection") == "CONNECTED",
             grid_forming="GRID_FORMING" in der_bits,
             max_charge_kw=unit_c, max_discharge_kw=unit_d,
             vehicle_max_charge_kw=_kw(v.get("vehicle_max_charge_w")),
@@ -256,8 +254,8 @@ class ChargerAdapter:
             capacity_kwh=_kw(v.get("vehicle_capacity_wh") or v.get("capacity_wh")),
             soc_min_pct=v.get("soc_min_pct"), soc_max_pct=v.get("soc_max_pct"),
             vehicle_id=(v.get("vehicle_id") or None), alarms=bit_names(m["alarms"], v.get("alarms")) if "alarms" in m else (),
-            inverter_state=None if inv is None else (m["inverter_state"].enum or {}).get(inv, str(inv)),
-            remote_enabled=v["setpoint_enable"] == ENABLED, setpoint_charge_kw=sch, setpoint_discharge_kw=sdis,
+            inverter_state=name("inverter_state"),
+            remote_enabled=name("setpoint_enable") == "ENABLED", setpoint_charge_kw=sch, setpoint_discharge_kw=sdis,
             reversion_remaining_s=v.get("reversion_remaining_s"),
         )
 
@@ -295,9 +293,11 @@ class ChargerAdapter:
 
     async def _write_setpoint(self, device_w: float, enable: bool = True) -> None:
         """Setpoint, enable flag (and SunSpec mode) in one FC16 write, read back and compared."""
-        values: dict[str, Any] = {"setpoint_w": device_w, "setpoint_enable": ENABLED if enable else DISABLED}
+        pts = self.dev.map.points
+        values: dict[str, Any] = {"setpoint_w": device_w,
+                                  "setpoint_enable": enum_code(pts["setpoint_enable"], "ENABLED" if enable else "DISABLED")}
         if self.dev.available("setpoint_mode"):
-            values["setpoint_mode"] = WATTS_MODE
+            values["setpoint_mode"] = enum_code(pts["setpoint_mode"], "WATTS")
         await self.dev.write(values)
         self._last_w, self._enabled, self._last_write = device_w, enable, self._clock()
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from adapters.convention import from_device_w
 from adapters.device import ModbusDevice
 from adapters.link import RetryPolicy, RtuLink, TcpLink
-from adapters.registers import RegisterMap, bit_names
+from adapters.registers import RegisterMap, bit_names, enum_name
 
 READ_POINTS = ("power_w", "import_energy_wh", "export_energy_wh", "voltage_v", "events", "grid_present")
 
@@ -73,7 +73,7 @@ class MeterAdapter:
         imp, exp = from_device_w(v["power_w"] or 0.0, self.dev.map.sign)
         grid: bool | None = None
         if v.get("grid_present") is not None:
-            grid = v["grid_present"] == 1
+            grid = enum_name(self.dev.map.points["grid_present"], v["grid_present"]) == "UP"
         elif "events" in self.dev.map.points and self.dev.available("events"):
             grid = "POWER_FAILURE" not in bit_names(self.dev.map.points["events"], v.get("events"))
         kwh = lambda wh: None if wh is None else wh / 1000.0  # noqa: E731

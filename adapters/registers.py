@@ -47,6 +47,13 @@ REQUIRED = {
     "charger": ("soc_pct", "power_w", "setpoint_w", "setpoint_enable", "plug_state", "grid_connection"),
     "meter": ("power_w",),
 }
+#: enum names the adapters and the simulator rely on, per logical point
+ENUM_NAMES = {
+    "plug_state": ("PLUGGED", "UNPLUGGED"), "grid_connection": ("CONNECTED", "DISCONNECTED"),
+    "setpoint_enable": ("ENABLED", "DISABLED"), "reversion_enable": ("ENABLED", "DISABLED"), "setpoint_mode": ("WATTS",),
+    "inverter_state": ("RUNNING", "STANDBY"), "battery_state": ("CONNECTED", "DISCONNECTED"), "storage_status": ("OK",),
+    "local_remote": ("REMOTE", "LOCAL"), "grid_present": ("UP", "DOWN"),
+}
 _TOP_KEYS = {"name", "kind", "device", "sign", "not_implemented", "models", "points", "description"}
 _POINT_KEYS = {"address", "model", "offset", "type", "size", "word_order", "scale", "sf", "unit", "access",
                "enum", "bits", "range", "not_implemented", "simulated", "sunspec", "description"}
@@ -193,6 +200,19 @@ def to_raw(p: Point, value: float | int | str, sf: int | None = None) -> int | f
 def encode(p: Point, value: float | int | str, sf: int | None = None) -> list[int]:
     """Registers for ``value`` (in the point's unit); ValueError if out of the type's range."""
     return encode_raw(p, to_raw(p, value, sf))
+
+
+def enum_name(p: Point, raw: int | None) -> str | None:
+    """Name of an enum value (None if unknown or not implemented)."""
+    return None if raw is None else (p.enum or {}).get(int(raw))
+
+
+def enum_code(p: Point, name: str) -> int:
+    """Raw value of enum entry ``name``; KeyError naming the point if the map lacks it."""
+    for k, v in (p.enum or {}).items():
+        if v == name:
+            return k
+    raise KeyError(f"point {p.name} has no enum value {name!r}; it has {sorted((p.enum or {}).values())}")
 
 
 def bit_names(p: Point, raw: int | None) -> tuple[str, ...]:
@@ -450,6 +470,10 @@ class _MapChecker:
             for (a0, a1, n0), (b0, _b1, n1) in zip(items, items[1:]):
                 if b0 < a1:
                     self.bad(("points", n1), b0, f"overlaps point {n0} (registers {a0}..{a1 - 1})")
+        for p in points.values():
+            missing = [n for n in ENUM_NAMES.get(p.name, ()) if n not in (p.enum or {}).values()]
+            if missing:
+                self.bad(("points", p.name, "enum"), p.enum, f"must name {list(ENUM_NAMES[p.name])} (missing {missing})")
         for req in REQUIRED.get(device or "", ()):
             if req not in named:
                 self.bad(("points", req), None, f"missing: a {device} map must define this point")

@@ -28,7 +28,7 @@ import logging
 import math
 import threading
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,7 +38,8 @@ from pymodbus.server import ModbusSerialServer, ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
 from adapters.convention import from_device_w, to_device_w
-from adapters.registers import Located, Point, RegisterMap, decode, encode, encode_raw, load_profile, locate
+from adapters.registers import (Located, Point, RegisterMap, decode, encode, encode_raw, enum_code, enum_name,
+                                load_profile, locate)
 from adapters.sim.model import ManualClock, SiteModel, SimSiteParams, UnitModel, WallClock
 
 log = logging.getLogger(__name__)
@@ -48,9 +49,9 @@ METER = "meter"
 WRITE_CODES = (5, 6, 15, 16, 22, 23)
 
 
-def _code(p: Point, name: str) -> int | None:
-    """Raw value of enum entry ``name`` (None if the map's enum lacks it)."""
-    return next((k for k, v in (p.enum or {}).items() if v == name), None)
+def _enum(points: Mapping[str, Point], point: str, name: str) -> int | None:
+    """Raw value of enum entry ``name`` of ``point`` (None if the map has no such point)."""
+    return enum_code(points[point], name) if point in points else None
 
 
 def _bit(p: Point | None, name: str) -> int:
@@ -340,14 +341,14 @@ class Simulator:
                 if ch > u.p.max_charge_kw + 1e-9 or dis > u.p.max_discharge_kw + 1e-9:
                     return ExcCodes.ILLEGAL_VALUE
         mode = img.rmap.points.get("setpoint_mode")
-        if mode is not None and "setpoint_mode" in decoded and decoded["setpoint_mode"] != _code(mode, "WATTS"):
+        if mode is not None and "setpoint_mode" in decoded and decoded["setpoint_mode"] != enum_code(mode, "WATTS"):
             return ExcCodes.ILLEGAL_VALUE  # only setpoints in watts are simulated
-        self._apply_unit(u, decoded, sign)
+        self._apply_unit(u, decoded, img.rmap)
         return None
 
-    def _apply_unit(self, u: UnitModel, values: dict[str, Any], sign: str) -> None:
+    def _apply_unit(self, u: UnitModel, values: dict[str, Any], rmap: RegisterMap) -> None:
         """Apply checked control values to a unit; control points restart its watchdog."""
-        w = self.model.w
+        w, sign, pts = self.model.w, rmap.sign, rmap.points
         if "setpoint_w" in values:
             ch, dis = from_device_w(values["setpoint_w"], sign)
             u.setpoint_kw = dis - ch
@@ -355,9 +356,9 @@ class Simulator:
             ch, dis = from_device_w(values["reversion_setpoint_w"], sign)
             u.rvrt_setpoint_kw = dis - ch
         if "setpoint_enable" in values:
-            u.remote_enabled = values["setpoint_enable"] == 1
+            u.remote_enabled = enum_name(pts["setpoint_enable"], values["setpoint_enable"]) == "ENABLED"
         if "reversion_enable" in values:
-            u.rvrt_enable = values["reversion_enable"] == 1
+            u.rvrt_enable = enum_name(pts["reversion_enable"], values["reversion_enable"]) == "ENABLED"
         if "reversion_timeout_s" in values:
             u.rvrt_timeout_s = float(values["reversion_timeout_s"])
         if "controller_heartbeat" in values:
@@ -390,29 +391,30 @@ class Simulator:
         soc = m.soc_pct(u)
         watts = lambda kw: None if kw is None else kw * 1000.0  # noqa: E731
         signed = lambda kw: to_device_w(max(-kw, 0.0), max(kw, 0.0), sign)  # noqa: E731  (+kw = discharge)
+        code = functools.partial(_enum, pts)
         islanding = not m.grid_up and u.stay is not None and u.p.islanded_rating_kw > 0
         vals: dict[str, Any] = {
             "manufacturer": "v2h-ems", "model_name": u.p.model_name, "serial_number": f"SIM{u.p.unit_id:03d}",
-            "grid_connection": 1 if m.grid_up else 0,
+            "grid_connection": code("grid_connection", "CONNECTED" if m.grid_up else "DISCONNECTED"),
             "alarms": u.alarm_bits | (0 if m.grid_up else _bit(pts.get("alarms"), "GRID_DISCONNECT")),
             "der_mode": _bit(pts.get("der_mode"), "GRID_FORMING" if islanding else "GRID_FOLLOWING"),
             "power_w": signed(u.output_kw),
             "rated_power_w": u.p.rating_kw * 1000, "rated_charge_w": u.p.max_charge_kw * 1000,
             "rated_discharge_w": u.p.max_discharge_kw * 1000, "max_charge_w": u.p.max_charge_kw * 1000,
             "max_discharge_w": u.p.max_discharge_kw * 1000,
-            "setpoint_enable": int(u.remote_enabled), "setpoint_mode": 1, "setpoint_w": signed(u.setpoint_kw),
-            "reversion_setpoint_w": signed(u.rvrt_setpoint_kw), "reversion_enable": int(u.rvrt_enable),
+            "setpoint_enable": code("setpoint_enable", "ENABLED" if u.remote_enabled else "DISABLED"),
+            "setpoint_mode": code("setpoint_mode", "WATTS"), "setpoint_w": signed(u.setpoint_kw),
+            "reversion_setpoint_w": signed(u.rvrt_setpoint_kw),
+            "reversion_enable": code("reversion_enable", "ENABLED" if u.rvrt_enable else "DISABLED"),
             "reversion_timeout_s": int(u.rvrt_timeout_s),
             "reversion_remaining_s": int(math.ceil(max(u.deadline_w() - m.w, 0.0))) if u.armed else 0,
-            "soc_pct": soc, "battery_soc_pct": soc, "storage_status": 0, "soh_pct": None,
-            "local_remote": 0 if u.remote_enabled else 1, "heartbeat": int(m.w) & 0xFFFF,
-            "controller_heartbeat": u.controller_hb, "battery_events": 0,
-            "plug_state": 1 if v else 0, "vehicle_id": v.id if v else "",
+            "soc_pct": soc, "battery_soc_pct": soc, "storage_status": code("storage_status", "OK"), "soh_pct": None,
+            "local_remote": code("local_remote", "REMOTE" if u.remote_enabled else "LOCAL"),
+            "heartbeat": int(m.w) & 0xFFFF, "controller_heartbeat": u.controller_hb, "battery_events": 0,
+            "plug_state": code("plug_state", "PLUGGED" if v else "UNPLUGGED"), "vehicle_id": v.id if v else "",
+            "inverter_state": code("inverter_state", "RUNNING" if abs(u.output_kw) > 1e-6 else "STANDBY"),
+            "battery_state": code("battery_state", "CONNECTED" if v else "DISCONNECTED"),
         }
-        if "inverter_state" in pts:
-            vals["inverter_state"] = _code(pts["inverter_state"], "RUNNING" if abs(u.output_kw) > 1e-6 else "STANDBY")
-        if "battery_state" in pts:
-            vals["battery_state"] = _code(pts["battery_state"], "CONNECTED" if v else "DISCONNECTED")
         if v is not None:
             e = m.energy_kwh[v.id]
             vals |= {"capacity_wh": v.capacity_kwh * 1000, "vehicle_capacity_wh": v.capacity_kwh * 1000,
@@ -432,7 +434,7 @@ class Simulator:
                 "import_energy_wh": m.import_kwh * 1000, "export_energy_wh": m.export_kwh * 1000,
                 "voltage_v": 202.0 if m.grid_up else 0.0, "frequency_hz": 60.0 if m.grid_up else 0.0,
                 "events": 0 if m.grid_up else _bit(pts.get("events"), "POWER_FAILURE"),
-                "grid_present": 1 if m.grid_up else 0}
+                "grid_present": _enum(pts, "grid_present", "UP" if m.grid_up else "DOWN")}
 
 
 class SimulatorThread:

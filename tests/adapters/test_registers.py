@@ -111,7 +111,7 @@ points:
   soc_pct: {address: 10, type: u16, acess: R}
   power_w: {address: 10, type: s16, sf: w_sff, access: R}
   setpoint_w: {address: 20, type: s33, access: RW}
-  setpoint_enable: {address: 22, type: u16, access: RW, enum: {0: DISABLED, 1: ENABLED}}
+  setpoint_enable: {address: 22, type: u16, access: RW, enum: {0: "OFF", 1: ENABLED}}
   plug_state: {address: 70000, type: u16, access: R}
 """
 
@@ -129,7 +129,9 @@ def test_bad_map_lists_every_problem_with_file_line_key(tmp_path: Path):
     assert any(line.startswith(f"{path}:10: points.plug_state.address = 70000: address is a 0-based register") for line in lines)
     assert f"{path}:7: points.power_w.sf = 'w_sff': no such point" in lines
     assert f"{path}:5: points.grid_connection: missing: a charger map must define this point" in lines
-    assert len(lines) == 6  # soc_pct is defined (wrongly): not reported missing as well
+    assert f"{path}:9: points.setpoint_enable.enum = {{0: 'OFF', 1: 'ENABLED'}}: must name ['ENABLED', 'DISABLED'] " \
+           "(missing ['DISABLED'])" in lines
+    assert len(lines) == 7  # soc_pct is defined (wrongly): not reported missing as well
 
 
 def test_sunspec_offsets_are_checked_against_model_length(tmp_path: Path):
