@@ -172,7 +172,13 @@ def dispatch(inp: DispatchInput) -> list[Setpoint]:
         wanted[u.charger_id] = _clamp(u, rules, *wanted[u.charger_id], inp.tick_h)
     reasons = {u.charger_id: reason for u in inp.units}
     _guard(inp, wanted, reasons)
-    return [Setpoint(cid, round(c, 4), round(d, 4), reasons[cid]) for cid, (c, d) in wanted.items()]
+    return [Setpoint(cid, _clean(c), _clean(d), reasons[cid]) for cid, (c, d) in wanted.items()]
+
+
+def _clean(kw: float) -> float:
+    """Drop float dust below 1 mW [kW]; no other rounding, which could undo the trims above
+    (the adapter rounds to the device's register resolution)."""
+    return 0.0 if abs(kw) < 1e-6 else kw
 
 
 def _base_import_kw(inp: DispatchInput) -> float:
