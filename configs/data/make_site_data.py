@@ -1,6 +1,6 @@
 """Make the office and shelter history files from real shipped profiles (see README.md here).
 
-    .venv/bin/python configs/data/make_site_data.py      # rewrites office-2024-30min.csv, shelter-2024-30min.csv
+    .venv/bin/python configs/data/make_site_data.py      # rewrites office-, shelter- and home-2024-30min.csv
 
 Load: demandlib's BDEW standard load profiles with the Japanese holiday calendar (holidays use the
 Sunday profile), 15-min values averaged to 30 min and scaled to the site. PV: this project's pvlib
@@ -86,7 +86,34 @@ def make(name: str) -> Path:
     return out
 
 
+HOUSEHOLD_CSV = HERE.parent.parent / "ems" / "data" / "household-2024-30min.csv"
+
+
+def make_home() -> Path:
+    """Write ``configs/data/home-2024-30min.csv``: the shipped real household year on Tokyo clock time.
+
+    The household file is in UTC from a house outside Japan (see ems/data/README.md). Its UTC clock
+    readings are reused as Asia/Tokyo clock readings (2024-02-28T21:00Z becomes
+    2024-02-28T21:00+09:00), which keeps the measured midday PV peak at Tokyo's midday (the house's
+    solar noon is near 11:30 UTC, Tokyo's near 11:40 JST) and gives Japanese holidays their dates;
+    ``ems demo`` bills the year by the same rule. Empty cells (sensor gaps, night PV) stay empty: the
+    forecaster's bad-data rules handle them.
+    """
+    raw = pd.read_csv(HOUSEHOLD_CSV, dtype={"load_kw": float, "pv_kw": float})
+    stamps = pd.to_datetime(raw["timestamp"], utc=True).dt.tz_convert(None).dt.tz_localize("Asia/Tokyo")
+
+    def cell(v: float) -> str:
+        return "" if np.isnan(v) else f"{v:.4f}"
+
+    text = ["timestamp,load_kw,pv_kw"] + [f"{t.isoformat()},{cell(a)},{cell(b)}"
+                                          for t, a, b in zip(stamps, raw["load_kw"], raw["pv_kw"])]
+    out = HERE / "home-2024-30min.csv"
+    out.write_text("\n".join(text) + "\n", encoding="utf-8")
+    return out
+
+
 if __name__ == "__main__":
     for site in SITES:
         path = make(site)
         print(f"wrote {path}")
+    print(f"wrote {make_home()}")
