@@ -29,7 +29,7 @@ import datetime as dt
 import functools
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -38,7 +38,7 @@ import pandas as pd
 from ems.config import SiteConfig
 from ems.errors import DataError, Problem
 from ems.tariff import Tariff
-from ems.vehicles import timeline
+from ems.vehicles import Stay, timeline
 from models.data import BlockSpec, ChargerSpec, DemandSpec, PlanProblem, VehicleSpec, check_problem, pairs
 from models.fallback import rule_based
 from models.formulation import SOFT_FAMILIES, needs_grid_direction_binary
@@ -173,8 +173,13 @@ def charger_specs(cfg: SiteConfig) -> tuple[ChargerSpec, ...]:
 
 
 def vehicle_specs(cfg: SiteConfig, index: pd.DatetimeIndex, state: SiteState,
-                  is_holiday: Callable[[dt.date], bool]) -> tuple[VehicleSpec, ...]:
-    """Each vehicle's limits and stays on the grid; its SOC at the start from ``state``."""
+                  is_holiday: Callable[[dt.date], bool],
+                  stays: Mapping[str, Sequence[Stay]] | None = None) -> tuple[VehicleSpec, ...]:
+    """Each vehicle's limits and stays on the grid; its SOC at the start from ``state``.
+
+    ``stays``: vehicle id -> the stays to plan with instead of the configured windows (a study's
+    drawn stays); vehicles not in it use their windows.
+    """
     missing = [v.id for v in cfg.vehicles if v.id not in state.soc_kwh]
     if missing:
         raise _bad("state.soc_kwh", sorted(state.soc_kwh), f"no state of charge for vehicle(s) {missing}")
@@ -184,7 +189,7 @@ def vehicle_specs(cfg: SiteConfig, index: pd.DatetimeIndex, state: SiteState,
         soc0 = float(state.soc_kwh[v.id])
         if not 0 <= soc0 <= v.capacity_kwh:
             raise _bad(f"state.soc_kwh[{v.id}]", soc0, f"must be between 0 and the capacity {v.capacity_kwh:g} kWh")
-        tl = timeline(v, index, cfg.zone, is_holiday)
+        tl = timeline(v, index, cfg.zone, is_holiday, None if stays is None else stays.get(v.id))
         out.append(VehicleSpec(
             id=v.id, capacity_kwh=v.capacity_kwh, min_kwh=v.min_soc_pct / 100 * v.capacity_kwh,
             max_kwh=v.max_soc_pct / 100 * v.capacity_kwh, soc0_kwh=soc0, plugged=tl.plugged,
@@ -261,8 +266,9 @@ def block_spec(cfg: SiteConfig, index: pd.DatetimeIndex, state: SiteState) -> Bl
 
 
 def build_problem(cfg: SiteConfig, start: pd.Timestamp, pv_kw: pd.Series, load_kw: pd.Series, state: SiteState,
-                  outage: tuple[pd.Timestamp, pd.Timestamp] | None = None, hours: float | None = None) -> PlanProblem:
-    """The model data of one re-plan (see the module docstring)."""
+                  outage: tuple[pd.Timestamp, pd.Timestamp] | None = None, hours: float | None = None,
+                  stays: Mapping[str, Sequence[Stay]] | None = None) -> PlanProblem:
+    """The model data of one re-plan (see the module docstring); ``stays`` as in :func:`vehicle_specs`."""
     index = plan_index(cfg, start, hours)
     T = len(index)
     dt_h = cfg.planner.step_minutes / 60
@@ -290,7 +296,7 @@ def build_problem(cfg: SiteConfig, start: pd.Timestamp, pv_kw: pd.Series, load_k
         dt_h=dt_h, pv_kw=pv, load_kw=load, import_price=np.asarray(import_price, dtype=float),
         export_price=np.asarray(tariff.export_rate(index), dtype=float),
         import_limit_kw=np.full(T, cfg.grid.import_limit_kw), export_limit_kw=np.full(T, cfg.grid.export_limit_kw),
-        chargers=charger_specs(cfg), vehicles=vehicle_specs(cfg, index, state, holiday_calendar(tariff)),
+        chargers=charger_specs(cfg), vehicles=vehicle_specs(cfg, index, state, holiday_calendar(tariff), stays),
         vehicle_export_allowed=cfg.grid.vehicle_export_allowed, demand=demand_spec(cfg, index, state), blocks=blocks,
         reserve_kwh=reserve, reserve_soft=cfg.outage.mode == "soft",
         reserve_penalty_per_kwh_h=cfg.outage.soft_penalty_per_kwh, outage=mask if outage is not None else None,
@@ -398,13 +404,16 @@ class Planner:
         self.session = Session(options or solve_options(cfg))
 
     def plan(self, start: pd.Timestamp, pv_kw: pd.Series, load_kw: pd.Series, state: SiteState, *,
-             outage: tuple[pd.Timestamp, pd.Timestamp] | None = None, hours: float | None = None) -> PlanResult:
+             outage: tuple[pd.Timestamp, pd.Timestamp] | None = None, hours: float | None = None,
+             stays: Mapping[str, Sequence[Stay]] | None = None) -> PlanResult:
         """A checked schedule from ``start`` for ``hours`` (default: the config's horizon).
+
+        ``stays``: vehicle id -> stays to plan with instead of the configured windows.
 
         Raises :class:`~ems.errors.DataError` for invalid inputs; never for an infeasible or failed solve.
         """
         t0 = time.perf_counter()
-        problem = build_problem(self.cfg, start, pv_kw, load_kw, state, outage, hours)
+        problem = build_problem(self.cfg, start, pv_kw, load_kw, state, outage, hours, stays)
         req = requirements(problem)
         prep = time.perf_counter() - t0
         messages = [f.text for f in req.findings]
@@ -494,8 +503,13 @@ def _month_starts(first: pd.Timestamp, end: pd.Timestamp, zone) -> list[pd.Times
 
 
 def plan_span(cfg: SiteConfig, pv_kw: pd.Series, load_kw: pd.Series, state: SiteState,
-              options: SolveOptions | None = None) -> PlanResult:
+              options: SolveOptions | None = None, stays: Mapping[str, Sequence[Stay]] | None = None,
+              final_terminal_value_per_kwh: float | None = None) -> PlanResult:
     """Perfect-foresight plan over the whole span of the series, one billing month at a time.
+
+    ``stays``: vehicle id -> stays to plan with instead of the configured windows;
+    ``final_terminal_value_per_kwh``: the value of energy left in the cars at the end of the span
+    (default: the config's, as for every month end; a study gives 0 so the bound is on the bill).
 
     Each month is one problem over exactly that month (in the tariff's time zone); the next month
     starts from its final SOC, with its metered peak added to the ratchet history. The figures in
@@ -508,6 +522,11 @@ def plan_span(cfg: SiteConfig, pv_kw: pd.Series, load_kw: pd.Series, state: Site
     first, end = idx[0], idx[-1] + (idx[1] - idx[0])
     bounds = _month_starts(first, end, cfg.tariff.zone)
     planner = Planner(cfg, options or solve_options(cfg, persistent=False))
+    last = planner
+    if final_terminal_value_per_kwh is not None:
+        end_cfg = cfg.model_copy(update={"planner": cfg.planner.model_copy(
+            update={"terminal_value_per_kwh": final_terminal_value_per_kwh})})
+        last = Planner(end_cfg, options or solve_options(cfg, persistent=False))
     results: list[PlanResult] = []
     state = SiteState(dict(state.soc_kwh), state.month_peak_kw, dict(state.peak_history_kw),
                       state.window_import_kwh, state.month_import_kwh)
@@ -516,7 +535,7 @@ def plan_span(cfg: SiteConfig, pv_kw: pd.Series, load_kw: pd.Series, state: Site
         hours = np.floor(hours / (step / pd.Timedelta(hours=1)) + 1e-9) * (step / pd.Timedelta(hours=1))
         if hours <= 0:
             continue
-        res = planner.plan(a, pv_kw, load_kw, state, hours=hours)
+        res = (last if b == bounds[-1] else planner).plan(a, pv_kw, load_kw, state, hours=hours, stays=stays)
         results.append(res)
         month = str(cfg.tariff.months(pd.DatetimeIndex([a]))[0])
         history = dict(state.peak_history_kw)

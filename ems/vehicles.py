@@ -13,7 +13,7 @@ car that has not arrived yet or has already left.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -109,8 +109,12 @@ class Timeline:
 
 
 def timeline(vehicle: Vehicle, index: pd.DatetimeIndex, zone: dt.tzinfo,
-             is_holiday: Callable[[dt.date], bool] = lambda d: False) -> Timeline:
-    """Expand ``vehicle``'s windows onto ``index`` (regular, aware, interval-start)."""
+             is_holiday: Callable[[dt.date], bool] = lambda d: False, known: Sequence[Stay] | None = None) -> Timeline:
+    """Expand ``vehicle``'s windows onto ``index`` (regular, aware, interval-start).
+
+    ``known``: use these stays instead of the configured windows (e.g. a study's drawn stays);
+    those that do not overlap the index are ignored.
+    """
     if len(index) < 1 or index.tz is None:
         raise ValueError("timeline needs a non-empty, time-zone aware index")
     if index.freq is None and len(index) < 2:
@@ -122,7 +126,10 @@ def timeline(vehicle: Vehicle, index: pd.DatetimeIndex, zone: dt.tzinfo,
     target = np.full(n + 1, np.nan)
     arr_set = np.full(n, np.nan)
     arr_trip = np.zeros(n)
-    found = stays(vehicle, index[0], end, zone, is_holiday)
+    if known is None:
+        found = stays(vehicle, index[0], end, zone, is_holiday)
+    else:
+        found = [s for s in known if s.depart > index[0] and s.arrive < end]
     t0 = index[0].value
     for s in found:
         a = int(np.ceil((s.arrive.value - t0) / step.value))   # first whole step present

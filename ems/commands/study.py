@@ -1,0 +1,102 @@
+"""``ems study``: a span of a site's data under tariffs x strategies; summary.json, report.html, PNGs.
+
+``ems study --config CONFIG --data YEAR.csv [--tariff A.yaml ...] [--strategy none,rule,mpc,oracle]
+[--out DIR] [--workers N] [--scheduler ADDRESS] [--sites DIR] [--seed N --stochastic]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+
+from ems.config import load_site
+from ems.errors import ConfigError, DataError, Problem
+
+NAME = "study"
+HELP = "simulate a year (or any span) of a site's data under tariffs and control strategies; write a report"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """Arguments of ``ems study``."""
+    p.add_argument("--config", metavar="CONFIG", help="site YAML file (or --sites)")
+    p.add_argument("--data", metavar="YEAR.csv",
+                   help="CSV timestamp,load_kw,pv_kw at 15 or 30 minutes (default: the config's load.history_csv)")
+    p.add_argument("--sites", metavar="DIR", help="study every site config (*.yaml) in this folder, each on its own "
+                                                  "load.history_csv (or --data)")
+    p.add_argument("--tariff", action="append", default=[], metavar="A.yaml",
+                   help="tariff to compare (repeat; default: each config's own tariff)")
+    p.add_argument("--strategy", default="none,rule,mpc,oracle", metavar="LIST",
+                   help="comma-separated strategies of none, rule, mpc, oracle (default: all)")
+    p.add_argument("--out", default="study-out", metavar="DIR", help="output folder (default: study-out)")
+    p.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1), metavar="N",
+                   help="local worker processes (default: up to 4; 1 runs in this process)")
+    p.add_argument("--scheduler", metavar="ADDRESS", help="run on this Dask distributed scheduler (tcp://host:8786)")
+    p.add_argument("--stochastic", action="store_true", help="draw vehicle arrivals, departures and trips around "
+                                                             "the configured windows (needs --seed)")
+    p.add_argument("--seed", type=int, metavar="N", help="seed of the drawn vehicle stays")
+    p.add_argument("--no-report", action="store_true", help="write summary.json and series only (no plots)")
+    p.add_argument("--json", action="store_true", help="print summary.json instead of the short table")
+
+
+def site_list(args: argparse.Namespace) -> list[tuple[str, str]]:
+    """(config, data) pairs from --config/--sites and --data; errors name the option and value."""
+    if bool(args.config) == bool(args.sites):
+        raise ConfigError(Problem("command line", None, "--config/--sites", args.config or args.sites,
+                                  "give exactly one of --config CONFIG or --sites DIR"))
+    if args.sites:
+        folder = Path(args.sites)
+        configs = sorted(str(p) for p in folder.glob("*.yaml")) if folder.is_dir() else []
+        if not configs:
+            raise ConfigError(Problem("--sites", None, "--sites", args.sites, "no folder with site configs (*.yaml) there"))
+    else:
+        configs = [args.config]
+    out = []
+    for c in configs:
+        cfg = load_site(c)
+        data = args.data or cfg.load.history_csv
+        if not data:
+            raise DataError(Problem(c, None, "load.history_csv", None, "no study data: give --data YEAR.csv or set "
+                                                                      "load.history_csv in the config", has_value=False))
+        out.append((c, str(data)))
+    return out
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the study and print where the outputs are."""
+    from ems.study import run_study
+    if args.stochastic and args.seed is None:
+        raise ConfigError(Problem("command line", None, "--seed", None, "--stochastic needs --seed N", has_value=False))
+    if args.workers < 1:
+        raise ConfigError(Problem("command line", None, "--workers", args.workers, "at least 1"))
+    strategies = [s.strip() for s in args.strategy.split(",") if s.strip()]
+    for t in args.tariff:
+        if not Path(t).is_file():
+            raise ConfigError(Problem(t, None, "--tariff", t, "no such tariff file"))
+    summary, _ = run_study(site_list(args), args.tariff, strategies, args.out, args.workers, args.scheduler,
+                           args.seed if args.stochastic else None, progress=True, report=not args.no_report)
+    if args.json:
+        print(json.dumps(json.loads((Path(args.out) / "summary.json").read_text()), indent=2))
+        return 0
+    print(table(summary))
+    print(f"\nwritten: {Path(args.out) / 'summary.json'}" + ("" if args.no_report else f", {Path(args.out) / 'report.html'}"))
+    return 0
+
+
+def table(summary: dict) -> str:
+    """One line per site x tariff x strategy: bill, saving, share of the oracle's, peak, misses, survival."""
+    head = f"{'site':<16} {'tariff':<24} {'strategy':<8} {'bill':>12} {'saving':>10} {'of oracle':>9} " \
+           f"{'peak kW':>8} {'V2H kWh':>8} {'missed':>6} {'outage h':>8}"
+    lines = [head, "-" * len(head)]
+    for site, tariffs in summary["results"].items():
+        for tariff, group in tariffs.items():
+            for strategy, s in group.items():
+                share = s["share_of_oracle_saving"]
+                saving = s["saving_vs_none"]
+                lines.append(f"{site:<16.16} {tariff:<24.24} {strategy:<8} {s['bill']['total']:>12,.0f} "
+                             f"{'' if saving is None else f'{saving:,.0f}':>10} "
+                             f"{'' if share is None else f'{100 * share:.1f} %':>9} {s['peak_kw']:>8.1f} "
+                             f"{s['vehicle_discharged_kwh']:>8.0f} {s['departure_targets_missed']:>6} "
+                             f"{s['outage_survival'].get('median_hours', 0):>8.1f}")
+    return "\n".join(lines)

@@ -1,0 +1,238 @@
+"""Running a study: scenarios (site x tariff x strategy), executed in-process, in local processes
+or on a Dask cluster, then summarised.
+
+Every scenario is computed independently from its paths and seed (a fresh Planner each), so the
+results do not depend on where or in which order they run.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import functools
+import multiprocessing
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ems.billing import compute_bill
+from ems.config import SiteConfig, load_site
+from ems.errors import ConfigError, Problem
+from ems.study.outage import MAX_HOURS, survival_hours, survival_summary
+from ems.study.site import SiteSim, Span, initial_soc_kwh, make_fleet, read_span, reserve_need_kwh
+from ems.study.strategies import STRATEGIES, Mpc, Oracle, controller
+from ems.tariff import load_tariff
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """One simulation: a site config and its data, a tariff (None: the config's own), a strategy,
+    the seed of drawn vehicle stays (None: the configured windows)."""
+
+    config: str
+    data: str
+    tariff: str | None
+    strategy: str
+    seed: int | None = None
+
+    @property
+    def key(self) -> str:
+        """File-name-safe label ``site--tariff--strategy``."""
+        return f"{site_label(self.config)}--{tariff_label(self.tariff)}--{self.strategy}"
+
+
+def site_label(config: str) -> str:
+    """A site's label: its config file's stem."""
+    return Path(config).stem
+
+
+def tariff_label(tariff: str | None) -> str:
+    """A tariff's label: its file's stem, or ``config`` for the site's own tariff."""
+    return "config" if tariff is None else Path(tariff).stem
+
+
+@dataclass
+class ScenarioResult:
+    """A simulated span: the metered series, the cars' flows and SOC, the bill and the findings."""
+
+    scenario: Scenario
+    index: pd.DatetimeIndex
+    vehicles: tuple[str, ...]
+    capacity_kwh: tuple[float, ...]
+    load_kw: np.ndarray
+    pv_kw: np.ndarray
+    import_kw: np.ndarray
+    export_kw: np.ndarray
+    curtail_kw: np.ndarray
+    charge_kw: np.ndarray
+    discharge_kw: np.ndarray
+    soc_kwh: np.ndarray
+    bill: dict
+    survival_hours: np.ndarray
+    figures: dict = field(default_factory=dict)
+
+    def meter(self) -> pd.DataFrame:
+        """The simulated meter series (import_kw, export_kw) the bill is computed from."""
+        return pd.DataFrame({"import_kw": self.import_kw, "export_kw": self.export_kw}, index=self.index)
+
+    def frame(self) -> pd.DataFrame:
+        """Every simulated series per step (SOC at the step start)."""
+        cols = {"load_kw": self.load_kw, "pv_kw": self.pv_kw, "import_kw": self.import_kw,
+                "export_kw": self.export_kw, "curtail_kw": self.curtail_kw}
+        for v, vid in enumerate(self.vehicles):
+            cols[f"{vid}_charge_kw"] = self.charge_kw[v]
+            cols[f"{vid}_discharge_kw"] = self.discharge_kw[v]
+            cols[f"{vid}_soc_kwh"] = self.soc_kwh[v, :-1]
+        out = pd.DataFrame(cols, index=self.index)
+        out.index.name = "timestamp"
+        return out
+
+
+@functools.lru_cache(maxsize=16)
+def site_config(config: str, tariff: str | None) -> SiteConfig:
+    """The site config with ``tariff`` (a tariff YAML) in place of its own."""
+    cfg = load_site(config)
+    if tariff is not None:
+        cfg = cfg.model_copy(update={"tariff": load_tariff(tariff)})
+    return cfg
+
+
+@functools.lru_cache(maxsize=8)
+def site_span(config: str, tariff: str | None, data: str) -> Span:
+    """The data on the config's planning grid (cached per process)."""
+    return read_span(site_config(config, tariff), data)
+
+
+def run_scenario(sc: Scenario, progress: Callable[[int], None] | None = None) -> ScenarioResult:
+    """Simulate one scenario over the whole span; ``progress(steps)`` is called now and then."""
+    t0 = time.perf_counter()
+    cfg = site_config(sc.config, sc.tariff)
+    span = site_span(sc.config, sc.tariff, sc.data)
+    fleet = make_fleet(cfg, span, cfg.planner.horizon_hours, sc.seed)
+    sim = SiteSim(cfg, span, fleet, initial_soc_kwh(cfg))
+    forecaster = None
+    if sc.strategy == "mpc":
+        from ems.forecast.site import SiteForecaster
+        forecaster = SiteForecaster(cfg, history=mpc_history(cfg, span))
+    ctl = controller(sc.strategy, cfg, sim, forecaster)
+    T = len(span.index)
+    for t in range(T):
+        sim.step(ctl.flows())
+        if progress is not None and (t + 1) % 48 == 0:
+            progress(48)
+    if progress is not None:
+        progress(T % 48)
+    rec = sim.rec
+    meter = pd.DataFrame({"import_kw": rec.import_kw, "export_kw": rec.export_kw}, index=span.index)
+    bill = compute_bill(meter, cfg.tariff).to_json()
+    hours = survival_hours(cfg, span.index, span.pv_kw, rec.soc_kwh, fleet.plugged, rec.charger)
+    dt_h = span.dt_h
+    figures = {
+        "wall_seconds": time.perf_counter() - t0,
+        "vehicle_discharged_kwh": float(rec.discharge_kw.sum() * dt_h),
+        "vehicle_charged_kwh": float(rec.charge_kw.sum() * dt_h),
+        "import_kwh": float(rec.import_kw.sum() * dt_h),
+        "export_kwh": float(rec.export_kw.sum() * dt_h),
+        "curtailed_kwh": float(rec.curtail_kw.sum() * dt_h),
+        "departure_targets_missed": len(rec.misses),
+        "missed": rec.misses[:10],
+        "reserve_breaches": reserve_breaches(cfg, span, sim),
+        "notes": rec.notes[:10],
+        "outage_survival": survival_summary(hours, cfg.outage.reserve_hours, MAX_HOURS),
+    }
+    if isinstance(ctl, Mpc):
+        figures.update(plans=ctl.plans, plan_fallbacks=ctl.fallbacks, steps_without_forecast=ctl.unplanned)
+    if isinstance(ctl, Oracle):
+        figures.update(plans=int(ctl.summary.get("months", 1)), plan_fallbacks=int(bool(ctl.summary["fallback"])),
+                       plan_bill=float(ctl.summary["bill_cost"]))
+    return ScenarioResult(sc, span.index, fleet.ids, tuple(v.capacity_kwh for v in cfg.vehicles), span.load_kw, span.pv_kw, rec.import_kw, rec.export_kw,
+                          rec.curtail_kw, rec.charge_kw, rec.discharge_kw, rec.soc_kwh, bill, hours, figures)
+
+
+def mpc_history(cfg: SiteConfig, span: Span) -> pd.DataFrame:
+    """The forecaster's history: the config's ``load.history_csv`` before the span (when it has the
+    same step) followed by the span's own data; the forecaster reads only what precedes each origin."""
+    frame = span.frame[["load_kw", "pv_kw"]]
+    if cfg.load.history_csv:
+        from ems.forecast.site import site_history
+        past = site_history(cfg)
+        past = past[past.index < frame.index[0]]
+        if len(past) and past.attrs.get("step") == frame.attrs.get("step"):
+            frame = pd.concat([past.reindex(columns=frame.columns), frame])
+    frame.attrs.update(span.frame.attrs)
+    return frame
+
+
+def reserve_breaches(cfg: SiteConfig, span: Span, sim: SiteSim) -> int:
+    """Steps with a car plugged in whose end leaves the plugged cars holding less than the reserve
+    (critical load x reserve hours net of the actual PV) above their minimum SOC."""
+    need = reserve_need_kwh(cfg, span)
+    if not need.any():
+        return 0
+    rec, plugged = sim.rec, sim.fleet.plugged
+    eta = np.array([sim.eta_d[sim.allowed[v][0]] for v in range(len(cfg.vehicles))])
+    held = ((rec.soc_kwh[:, 1:] - sim.min_kwh[:, None]) * eta[:, None] * plugged).sum(axis=0)
+    return int(np.sum(plugged.any(axis=0) & (held < need - 0.01)))
+
+
+# ----- executing many ---------------------------------------------------------------------------
+
+def scenarios(sites: Sequence[tuple[str, str]], tariffs: Sequence[str | None], strategies: Sequence[str],
+              seed: int | None = None) -> list[Scenario]:
+    """Every (site config, data) x tariff x strategy; strategies checked against STRATEGIES."""
+    bad = [s for s in strategies if s not in STRATEGIES]
+    if bad or not strategies:
+        raise ConfigError(Problem("--strategy", None, "strategy", ",".join(strategies),
+                                  f"unknown strategy {bad}; give a comma-separated list of {list(STRATEGIES)}"))
+    return [Scenario(c, d, t, s, seed) for c, d in sites for t in (tariffs or [None]) for s in strategies]
+
+
+def execute(items: Sequence[Scenario], workers: int = 1, scheduler: str | object | None = None,
+            progress: bool = False) -> list[ScenarioResult]:
+    """Run the scenarios: in this process (``workers`` 1), in a process pool, or on a Dask cluster
+    (``scheduler``: an address or a ``distributed.Client``). Results in the order of ``items``."""
+    from tqdm import tqdm
+    slow_first = sorted(range(len(items)), key=lambda i: items[i].strategy != "mpc")
+    bar = tqdm(total=len(items), desc="study", unit="scenario", disable=not progress)
+    out: dict[int, ScenarioResult] = {}
+    try:
+        for i, res in _results(items, slow_first, workers, scheduler):
+            out[i] = res
+            bar.set_postfix_str(items[i].key, refresh=False)
+            bar.update(1)
+    finally:
+        bar.close()
+    return [out[i] for i in range(len(items))]
+
+
+def _results(items: Sequence[Scenario], order: list[int], workers: int,
+             scheduler: str | object | None) -> Iterator[tuple[int, ScenarioResult]]:
+    """(position, result) as scenarios finish."""
+    if scheduler is not None:
+        yield from _dask_results(items, order, scheduler)
+    elif workers <= 1 or len(items) == 1:
+        for i in order:
+            yield i, run_scenario(items[i])
+    else:
+        ctx = multiprocessing.get_context("spawn")
+        with cf.ProcessPoolExecutor(max_workers=min(workers, len(items)), mp_context=ctx) as pool:
+            futures = {pool.submit(run_scenario, items[i]): i for i in order}
+            for fut in cf.as_completed(futures):
+                yield futures[fut], fut.result()
+
+
+def _dask_results(items: Sequence[Scenario], order: list[int], scheduler: str | object) -> Iterator[tuple[int, ScenarioResult]]:
+    """Submit to a Dask distributed scheduler; a Client made here is closed when done."""
+    from distributed import Client, as_completed
+    own = not isinstance(scheduler, Client)
+    client = Client(scheduler) if own else scheduler
+    try:
+        futures = {client.submit(run_scenario, items[i], pure=False, key=f"study-{i}-{items[i].key}"): i for i in order}
+        for fut in as_completed(list(futures)):
+            yield futures[fut], fut.result()
+    finally:
+        if own:
+            client.close()

@@ -1,0 +1,235 @@
+"""The four control strategies a study compares, each a step-by-step controller of :class:`SiteSim`.
+
+- ``none``: no V2H; each car charges at full power from plug-in until it is full (its max SOC).
+- ``rule``: the installer's timer: charge at full power in the cheap night window, discharge in the
+  peak window down to the outage reserve (and never below what the driver still needs, from
+  :func:`ems.dispatch.departure_floor_kwh`), otherwise charge just in time for the departure
+  (:func:`ems.dispatch.fallback_setpoint`). The windows are the day's cheapest and dearest import
+  prices of the tariff; a tariff with one price all day gets 23:00-07:00 and 13:00-16:00.
+- ``mpc``: at every step forecast from the past only (:class:`ems.forecast.SiteForecaster`), plan
+  with the daemon's :class:`ems.planning.Planner`, apply the first step through the daemon's
+  :func:`ems.dispatch.dispatch` (plan, then the demand guard holding the plan's peak against the
+  step's actual load, then the clamps), carry SOC and peaks forward.
+- ``oracle``: :func:`ems.planning.plan_span` over the actual data (perfect foresight), replayed;
+  energy left in the cars at the span's end is worth nothing to it (what the bill sees), so its
+  bill is the bound the others are measured against.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+
+from ems.config import SiteConfig
+from ems.dispatch import DispatchInput, UnitRules, UnitState, WindowMeter, departure_floor_kwh, dispatch, fallback_setpoint
+from ems.planning import Planner, SiteState, plan_span
+from ems.study.site import Flow, SiteSim, known_stays
+
+STRATEGIES = ("none", "rule", "mpc", "oracle")
+FLAT_CHEAP_HOURS = (23, 7)   # a tariff with one price all day: the installer's usual night window
+FLAT_PEAK_HOURS = (13, 16)   # ... and afternoon discharge window
+MIN_HISTORY_DAYS = 1         # the load forecast needs a day of history before its origin
+
+
+class Controller:
+    """Base: ``flows(sim)`` gives the flows for the sim's current step."""
+
+    def __init__(self, cfg: SiteConfig, sim: SiteSim):
+        self.cfg, self.sim = cfg, sim
+        self.next_dep, self.next_target = sim.fleet.departure_after()
+
+    def flows(self) -> dict[int, Flow]:
+        raise NotImplementedError
+
+    def unit(self, v: int, c: int) -> UnitState:
+        """The dispatch view of vehicle v on charger c now."""
+        rc, rd = self.sim.rating(v, c)
+        return UnitState(self.cfg.chargers[c].id, True, float(self.sim.soc[v]), rc, rd,
+                         float(self.sim.eta_c[c]), float(self.sim.eta_d[c]))
+
+    def rules(self, v: int, floor_kwh: float) -> UnitRules:
+        """Floors and the next departure of vehicle v, hours counted from the end of this step
+        (so a step's discharge never leaves too little time to recharge)."""
+        t, dt_h = self.sim.t, self.sim.span.dt_h
+        k = self.next_dep[v, t]
+        if k < 0 or not self.sim.fleet.plugged[v, t]:
+            return UnitRules(floor_kwh)
+        return UnitRules(floor_kwh, float(self.next_target[v, t]), max((k - t - 1) * dt_h, 0.0))
+
+    def reserve_floor_kwh(self, v: int, plugged: int) -> float:
+        """The driver's minimum plus this car's share of the outage reserve (critical load x reserve hours)."""
+        c = self.sim.allowed[v][0]
+        share = self.cfg.load.critical_kw * self.cfg.outage.reserve_hours / max(plugged, 1) / self.sim.eta_d[c]
+        return float(self.sim.min_kwh[v] + share)
+
+
+class NoV2H(Controller):
+    """``none``: full-power charging from plug-in until full, no discharge."""
+
+    def flows(self) -> dict[int, Flow]:
+        return {v: Flow(c, self.sim.rating(v, c)[0], 0.0) for v, c in self.sim.attach().items()}
+
+
+def rule_windows(cfg: SiteConfig, index: pd.DatetimeIndex) -> tuple[np.ndarray, np.ndarray]:
+    """(cheap, peak) flags per step: the day's lowest and highest import price of the tariff, or the
+    fixed FLAT_* hours on days with a single price."""
+    price = np.asarray(cfg.tariff.import_price(index), dtype=float)
+    local = index.tz_convert(cfg.zone)
+    day = pd.Series(price).groupby(np.asarray(local.normalize().asi8))
+    lo = day.transform("min").to_numpy()
+    hi = day.transform("max").to_numpy()
+    spread = hi - lo > 1e-9
+    hour = np.asarray(local.hour)
+    flat_cheap = (hour >= FLAT_CHEAP_HOURS[0]) | (hour < FLAT_CHEAP_HOURS[1])
+    flat_peak = (hour >= FLAT_PEAK_HOURS[0]) & (hour < FLAT_PEAK_HOURS[1])
+    cheap = np.where(spread, price <= lo + 1e-9, flat_cheap)
+    peak = np.where(spread, price >= hi - 1e-9, flat_peak)
+    return cheap, peak
+
+
+class Rule(Controller):
+    """``rule``: timer charging in the cheap window, discharging in the peak window to the reserve."""
+
+    def __init__(self, cfg: SiteConfig, sim: SiteSim):
+        super().__init__(cfg, sim)
+        self.cheap, self.peak = rule_windows(cfg, sim.span.index)
+
+    def flows(self) -> dict[int, Flow]:
+        t = self.sim.t
+        attached = self.sim.attach()
+        out = {}
+        for v, c in attached.items():
+            unit = self.unit(v, c)
+            rules = self.rules(v, self.reserve_floor_kwh(v, len(attached)))
+            floor = departure_floor_kwh(unit, rules)
+            if self.peak[t]:
+                out[v] = Flow(c, 0.0, unit.max_discharge_kw, floor)
+            elif self.cheap[t]:
+                out[v] = Flow(c, unit.max_charge_kw, 0.0, floor)
+            else:
+                out[v] = Flow(c, fallback_setpoint(unit, rules)[0], 0.0, floor)
+        return out
+
+
+class Oracle(Controller):
+    """``oracle``: the perfect-foresight plan of the whole span, replayed step by step."""
+
+    def __init__(self, cfg: SiteConfig, sim: SiteSim):
+        super().__init__(cfg, sim)
+        pv, load = sim.span.series()
+        soc0 = {vid: float(sim.soc[v]) for v, vid in enumerate(sim.fleet.ids)}
+        stays = dict(sim.fleet.stays) if sim.fleet.drawn else None
+        self.result = plan_span(cfg, pv, load, SiteState(soc0), stays=stays, final_terminal_value_per_kwh=0.0)
+        self.flow_table = plan_flows(cfg, self.result.schedule, self.result.assignment)
+        self.summary = self.result.summary
+
+    def flows(self) -> dict[int, Flow]:
+        return self.flow_table(self.sim.t)
+
+
+def plan_flows(cfg: SiteConfig, schedule: pd.DataFrame, assignment: pd.DataFrame):
+    """A function t -> {vehicle: Flow} reading the schedule's per-charger flows and the assignment."""
+    cids = {c.id: i for i, c in enumerate(cfg.chargers)}
+    ch = {c.id: schedule[f"{c.id}_charge_kw"].to_numpy() for c in cfg.chargers}
+    dis = {c.id: schedule[f"{c.id}_discharge_kw"].to_numpy() for c in cfg.chargers}
+    assign = assignment.to_numpy()
+
+    def at(t: int) -> dict[int, Flow]:
+        out = {}
+        for v, cid in enumerate(assign[t]):
+            if cid:
+                out[v] = Flow(cids[cid], float(ch[cid][t]), float(dis[cid][t]))
+        return out
+    return at
+
+
+class Mpc(Controller):
+    """``mpc``: forecast, plan, dispatch the first step, every step."""
+
+    def __init__(self, cfg: SiteConfig, sim: SiteSim, forecaster, planner: Planner | None = None):
+        super().__init__(cfg, sim)
+        self.forecaster = forecaster
+        self.planner = planner or Planner(cfg)
+        self.hours = cfg.planner.horizon_hours
+        self.months = cfg.tariff.months(sim.span.index)
+        self.plans = 0
+        self.fallbacks = 0
+        self.unplanned = 0
+        first = forecaster.history.index[0] if len(forecaster.history.index) else sim.span.index[0]
+        self.first_forecast = first + pd.Timedelta(days=MIN_HISTORY_DAYS)
+
+    def state(self) -> SiteState:
+        """What the daemon would know now: SOCs, this month's metered peak and import, the past peaks."""
+        sim, month = self.sim, str(self.months[self.sim.t])
+        history = {m: p for m, p in sim.month_peak_kw.items() if m != month}
+        return SiteState({vid: float(sim.soc[v]) for v, vid in enumerate(sim.fleet.ids)},
+                         sim.month_peak_kw.get(month, 0.0), history, sim.window_import_kwh(),
+                         sim.month_import_kwh.get(month, 0.0))
+
+    def flows(self) -> dict[int, Flow]:
+        sim, t = self.sim, self.sim.t
+        now = sim.span.index[t]
+        state = self.state()
+        if now < self.first_forecast:   # too little history to forecast: the daemon's no-plan rule
+            self.unplanned += 1
+            return self.guard({}, math.inf, 0.0, have_plan=False)
+        fc = self.forecaster.forecast(now, self.hours)
+        res = self.planner.plan(now, fc.pv_kw, fc.load_kw, state, stays=known_stays(sim.fleet, now))
+        self.plans += 1
+        self.fallbacks += bool(res.summary.get("fallback"))
+        planned = plan_flows(self.cfg, res.schedule.iloc[:1], res.assignment.iloc[:1])(0)
+        month_peak = math.inf
+        if self.cfg.tariff.basic.kind == "demand":
+            planned_peak = res.summary["month_peaks_kw"].get(str(self.months[t]), res.summary["peak_kw"])
+            month_peak = max(state.month_peak_kw, float(planned_peak))
+        return self.guard(planned, month_peak, float(res.problem.reserve_kwh[0]) if res.problem is not None
+                          and res.problem.reserve_kwh is not None else 0.0)
+
+    def guard(self, planned: dict[int, Flow], target_peak_kw: float, reserve_kwh: float,
+              have_plan: bool = True) -> dict[int, Flow]:
+        """The daemon's dispatch over the step: the plan's flows (or without a plan its fallback rule),
+        the demand guard at the plan's month peak against the step's actual load (the daemon measures
+        it within seconds), the clamps."""
+        sim, t = self.sim, self.sim.t
+        attached = sim.attach({v: f.charger for v, f in planned.items()})
+        if not attached:
+            return {}
+        dt_h = sim.span.dt_h
+        units, rules, floors = [], {}, {}
+        for v, c in attached.items():
+            unit = self.unit(v, c)
+            share = reserve_kwh / len(attached) / sim.eta_d[c]
+            r = self.rules(v, float(sim.min_kwh[v] + share))
+            f = planned.get(v, Flow(c, 0.0, 0.0))
+            planned_end = sim.soc[v] + (sim.eta_c[c] * f.charge_kw - f.discharge_kw / sim.eta_d[c]) * dt_h
+            floors[v] = min(departure_floor_kwh(unit, r), planned_end)
+            units.append(unit)
+            rules[unit.charger_id] = r
+        base = float(sim.span.load_kw[t] - sim.span.pv_kw[t])
+        elapsed = (sim.span.index[t].tz_convert(self.cfg.tariff.zone).minute % 30) / 60   # [h] into the window
+        inp = DispatchInput(units, rules, base, WindowMeter(sim.window_import_kwh(), elapsed), target_peak_kw,
+                            {self.cfg.chargers[f.charger].id: (f.charge_kw, f.discharge_kw) for f in planned.values()}
+                            if have_plan else None,
+                            vehicle_export_allowed=self.cfg.grid.vehicle_export_allowed,
+                            import_limit_kw=self.cfg.grid.import_limit_kw)
+        by_id = {sp.charger_id: sp for sp in dispatch(inp)}
+        out = {}
+        for v, c in attached.items():
+            sp = by_id[self.cfg.chargers[c].id]
+            out[v] = Flow(c, sp.charge_kw, sp.discharge_kw, floors[v])
+        return out
+
+
+def controller(name: str, cfg: SiteConfig, sim: SiteSim, forecaster=None) -> Controller:
+    """The controller for strategy ``name`` (one of STRATEGIES)."""
+    if name == "none":
+        return NoV2H(cfg, sim)
+    if name == "rule":
+        return Rule(cfg, sim)
+    if name == "oracle":
+        return Oracle(cfg, sim)
+    if name == "mpc":
+        return Mpc(cfg, sim, forecaster)
+    raise ValueError(f"unknown strategy {name!r}; one of {STRATEGIES}")
