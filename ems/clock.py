@@ -48,6 +48,10 @@ class SimClock:
         """Simulated time: start + elapsed real time x speed."""
         return self.start + pd.Timedelta(seconds=(time.monotonic() - self._t0) * self.speed)
 
+    def elapsed_real_s(self) -> float:
+        """Real seconds since this clock started (monotonic) [s]."""
+        return time.monotonic() - self._t0
+
     def real_seconds(self, sim_seconds: float) -> float:
         """How long ``sim_seconds`` of simulated time take in real time [s]."""
         return sim_seconds / self.speed

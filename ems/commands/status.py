@@ -48,6 +48,12 @@ def collect(store: Store, cfg, now: pd.Timestamp, n_events: int = 10) -> dict:
     }
 
 
+def daemon_now(store: Store) -> pd.Timestamp:
+    """The daemon's last (possibly simulated) time from the store, else the wall clock."""
+    saved = store.get_state("now")
+    return pd.Timestamp(saved).tz_convert("UTC") if saved else pd.Timestamp.now(tz="UTC")
+
+
 def run(args: argparse.Namespace) -> int:
     """Print the status of the site's store."""
     cfg = load_site(args.config)
@@ -56,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(Problem(args.config, None, "daemon.database", cfg.daemon.database,
                                   "no database yet: start the daemon with `ems run` first"))
     with Store(cfg.daemon.database) as store:
-        status = collect(store, cfg, pd.Timestamp.now(tz="UTC"), args.events)
+        status = collect(store, cfg, daemon_now(store), args.events)
     if args.json:
         print(json.dumps(status, indent=2, default=str))
         return 0

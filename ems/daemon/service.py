@@ -1,0 +1,300 @@
+"""The daemon as a service: clock, store, devices (the in-process simulator for ``simulator``
+chargers), the :class:`~ems.daemon.core.Daemon`, and APScheduler 3 jobs around it.
+
+Jobs (``AsyncIOScheduler``; every job ``max_instances=1``, ``coalesce=True``, no misfire limit):
+
+============== ================================================= ===============================
+job            when                                              what
+============== ================================================= ===============================
+``plan``       every planning step on the :00/:30 (or 15-min)    :meth:`Daemon.plan_once` (solve
+               grid of the simulated clock; at once on a          in a worker thread)
+               re-plan request
+``dispatch``   every dispatch interval (simulated seconds)        :meth:`Daemon.dispatch_once`
+``heartbeat``  every ``heartbeat_interval_s`` real seconds        :meth:`Daemon.heartbeat_once`
+``forecast``   every ``forecast_refresh_minutes`` (simulated)     :meth:`Daemon.refresh_forecast`
+``retention``  daily at local midnight (simulated)                :meth:`Daemon.housekeeping`
+``config``     every 2 real seconds                               reload if the file changed
+============== ================================================= ===============================
+
+The heartbeat counts real seconds because the units' reversion watchdogs do (they watch the
+controller's communication, whatever the simulation speed). With ``--speed X`` one
+:class:`~ems.clock.SimClock` drives the simulator and the daemon, so both see the same time; the
+dispatch interval is raised to at least ``X x MIN_REAL_TICK_S`` simulated seconds, because a tick
+(Modbus round trips and a database write) takes several milliseconds of real time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import datetime as dt
+import logging
+import os
+import signal
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_MAX_INSTANCES, EVENT_JOB_MISSED, JobExecutionEvent
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from apscheduler.triggers.base import BaseTrigger
+from apscheduler.triggers.interval import IntervalTrigger
+
+from adapters import ChargerAdapter, MeterAdapter
+from adapters.sim import SimulatorThread
+from ems.clock import Clock, ManualClock, SimClock, WallClock
+from ems.config import SimulatorAdapter, SiteConfig, load_site
+from ems.daemon.core import Daemon
+from ems.devices import charger_params, meter_params, sim_address, sim_site
+from ems.errors import ConfigError, Problem
+from ems.store import Store
+
+log = logging.getLogger(__name__)
+
+#: Least real time between two dispatch ticks [s]: a tick costs 5-20 ms on a 2-core gateway
+#: (bench/daemon.py), so 50 ms leaves the event loop time for the other jobs and the simulator.
+MIN_REAL_TICK_S = 0.05
+#: How often the config file's modification time is checked [real s].
+CONFIG_POLL_S = 2.0
+
+
+class SimTimeTrigger(BaseTrigger):
+    """Fire whenever the (simulated) clock crosses a multiple of ``period_s`` on ``zone``'s wall
+    clock (:00/:30 for 1800 s). Real fire times are derived from the clock's speed."""
+
+    def __init__(self, clock: Clock, period_s: float, zone: str = "UTC"):
+        self.clock = clock
+        self.period = pd.Timedelta(seconds=period_s)
+        self.zone = zone
+
+    def get_next_fire_time(self, previous_fire_time: dt.datetime | None, now: dt.datetime) -> dt.datetime:
+        """The real time at which the clock reaches the next boundary after now (or after the last fire)."""
+        sim_now = self.clock.now()
+        ref = sim_now
+        if previous_fire_time is not None:   # half a period past the last fire: never the same boundary twice
+            prev_sim = sim_now + pd.Timedelta(seconds=(previous_fire_time - now).total_seconds() * self.clock.speed)
+            ref = max(ref, prev_sim + self.period / 2)
+        nxt = ref.tz_convert(self.zone).floor(self.period) + self.period
+        return now + dt.timedelta(seconds=max((nxt - sim_now).total_seconds(), 0.0) / self.clock.speed)
+
+    def __str__(self) -> str:
+        return f"simulated every {self.period} ({self.zone})"
+
+
+def wall_seconds(clock: Clock, zero: pd.Timestamp) -> Callable[[], float]:
+    """Real seconds since ``zero`` as the clock sees them (manual clocks: their own seconds / speed)."""
+    if isinstance(clock, SimClock):
+        offset = clock.elapsed_real_s() - (clock.now() - zero).total_seconds() / clock.speed
+        return lambda: clock.elapsed_real_s() - offset
+    if isinstance(clock, WallClock):
+        t0 = time.monotonic()
+        return lambda: time.monotonic() - t0
+    return lambda: (clock.now() - zero).total_seconds() / clock.speed
+
+
+def effective_dispatch_s(cfg: SiteConfig, clock: Clock) -> float:
+    """The dispatch interval [simulated s]: the configured one, at least MIN_REAL_TICK_S real seconds."""
+    if isinstance(clock, ManualClock):
+        return cfg.daemon.dispatch_interval_s
+    return max(cfg.daemon.dispatch_interval_s, clock.speed * MIN_REAL_TICK_S)
+
+
+class Service:
+    """One site's daemon with its devices. ``async with Service(cfg, clock=...) as svc: await svc.serve(until)``.
+
+    ``database`` overrides ``cfg.daemon.database``; ``dispatch_interval_s`` the dispatch interval;
+    ``reversion_timeout_s`` the simulated units' watchdog (tests); ``initial_soc_pct`` the simulated
+    vehicles' SOC at start. Real Modbus chargers need the wall clock.
+    """
+
+    def __init__(self, cfg: SiteConfig, *, clock: Clock | None = None, database: str | None = None,
+                 dispatch_interval_s: float | None = None, config_path: str | None = None,
+                 reversion_timeout_s: float | None = None, initial_soc_pct: float | None = None,
+                 replay: str | None = None):
+        self.cfg = cfg
+        self.clock = clock or WallClock()
+        self.config_path = config_path or cfg.source or None
+        simulated = [c for c in cfg.chargers if isinstance(c.adapter, SimulatorAdapter)]
+        if self.clock.speed != 1.0 and len(simulated) != len(cfg.chargers):
+            raise ConfigError(Problem(cfg.source or "<config>", None, "chargers[].adapter.kind", "modbus",
+                                      "--speed runs a simulated clock: every charger must use the simulator adapter"))
+        self.zero = self.clock.now()
+        self.real = wall_seconds(self.clock, self.zero)
+        self.sim: SimulatorThread | None = None
+        if simulated:
+            host, port = sim_address(cfg)
+            site = sim_site(cfg, replay=replay, speed=self.clock.speed, start=self.zero.to_pydatetime(),
+                            initial_soc_pct=initial_soc_pct)
+            self.sim = SimulatorThread(site, host=host, port=port, clock=self.real)
+        self.database = database or cfg.daemon.database
+        self.dispatch_interval_s = dispatch_interval_s or effective_dispatch_s(cfg, self.clock)
+        self.reversion_timeout_s = reversion_timeout_s
+        self.store: Store | None = None
+        self.daemon: Daemon | None = None
+        self.scheduler: AsyncIOScheduler | None = None
+        self._stop: asyncio.Event | None = None
+        self._mtime = self._config_mtime()
+
+    def _adapters(self, port: int | None) -> tuple[list[ChargerAdapter], MeterAdapter | None]:
+        """Charger adapters (write pacing scaled to the clock's speed) and the meter adapter."""
+        out = []
+        for p in charger_params(self.cfg, sim_port=port):
+            changes: dict[str, Any] = {"min_write_interval_s": p.min_write_interval_s / self.clock.speed}
+            if self.reversion_timeout_s is not None:
+                changes["reversion_timeout_s"] = self.reversion_timeout_s
+            out.append(ChargerAdapter(dataclasses.replace(p, **changes), clock=self.real))
+        mp = meter_params(self.cfg, sim_port=port)
+        return out, (MeterAdapter(mp) if mp is not None else None)
+
+    async def __aenter__(self) -> Service:
+        port = None
+        if self.sim is not None:
+            port = await asyncio.to_thread(self.sim.start)
+        try:
+            self.store = Store(self.database)
+            chargers, meter = self._adapters(port)
+            self.daemon = Daemon(self.cfg, self.clock, self.store, chargers, meter,
+                                 dispatch_interval_s=self.dispatch_interval_s, real_clock=self.real)
+            await self.daemon.start()
+        except BaseException:
+            await self._close()
+            raise
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._close()
+
+    async def _close(self) -> None:
+        """Daemon stopped (0 W, control released), store closed, simulator stopped."""
+        try:
+            if self.daemon is not None and self.daemon.started:
+                await self.daemon.stop()
+        finally:
+            if self.store is not None:
+                self.store.close()
+            if self.sim is not None:
+                await asyncio.to_thread(self.sim.stop)
+
+    # ----------------------------------------------------------------- scheduling
+    def _schedule(self) -> AsyncIOScheduler:
+        """The jobs of the module docstring on an AsyncIOScheduler bound to the running loop."""
+        d = self.daemon
+        assert d is not None
+        zone = self.cfg.tariff.timezone
+        sched = AsyncIOScheduler(event_loop=asyncio.get_running_loop(), timezone=dt.timezone.utc,
+                                 job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None})
+
+        async def plan_job() -> None:
+            await d.plan_once(d.replan_reason or "scheduled")
+
+        sched.add_job(plan_job, SimTimeTrigger(self.clock, self.cfg.planner.step_minutes * 60, zone), id="plan")
+        sched.add_job(d.dispatch_once, SimTimeTrigger(self.clock, d.dispatch_interval_s, zone), id="dispatch")
+        sched.add_job(d.heartbeat_once, IntervalTrigger(seconds=self.cfg.daemon.heartbeat_interval_s), id="heartbeat")
+        sched.add_job(d.refresh_forecast, SimTimeTrigger(self.clock, self.cfg.daemon.forecast_refresh_minutes * 60, zone),
+                      id="forecast")
+        sched.add_job(d.housekeeping_job, SimTimeTrigger(self.clock, 86400, zone), id="retention")
+        if self.config_path:
+            sched.add_job(self._watch_config, IntervalTrigger(seconds=CONFIG_POLL_S), id="config")
+
+        def replan_now(reason: str) -> None:
+            if sched.running:
+                sched.modify_job("plan", next_run_time=dt.datetime.now(dt.timezone.utc))
+
+        def on_event(ev: JobExecutionEvent) -> None:
+            if ev.code == EVENT_JOB_ERROR:
+                d.event("job-error", f"job {ev.job_id} failed: {ev.exception!r}; the daemon keeps running", "error")
+            else:
+                d.stats.skipped_jobs += 1
+
+        d.on_replan = replan_now
+        sched.add_listener(on_event, EVENT_JOB_ERROR | EVENT_JOB_MAX_INSTANCES | EVENT_JOB_MISSED)
+        if self.clock.speed > 1:   # at high speed skipped dispatch ticks are expected (counted in stats)
+            logging.getLogger("apscheduler").setLevel(logging.ERROR)
+        return sched
+
+    def _config_mtime(self) -> float | None:
+        try:
+            return os.stat(self.config_path).st_mtime if self.config_path else None
+        except OSError:
+            return None
+
+    async def _watch_config(self) -> None:
+        """Reload when the config file's modification time changed."""
+        m = self._config_mtime()
+        if m is not None and m != self._mtime:
+            self._mtime = m
+            self.reload()
+
+    def reload(self) -> bool:
+        """Reload the config file (SIGHUP, file change); the daemon keeps the old one if it is invalid."""
+        assert self.daemon is not None and self.config_path
+        ok = self.daemon.reload_config(self.config_path)
+        if ok:
+            self.cfg = self.daemon.cfg
+        return ok
+
+    def stop(self) -> None:
+        """Ask :meth:`serve` to return (signal handlers call this)."""
+        if self._stop is not None:
+            self._stop.set()
+
+    async def serve(self, until: pd.Timestamp | None = None, *, signals: bool = False) -> None:
+        """Run the jobs until ``until`` (simulated time), :meth:`stop`, or SIGINT/SIGTERM (``signals``)."""
+        loop = asyncio.get_running_loop()
+        self._stop = asyncio.Event()
+        self._mtime = self._config_mtime()
+        handled = []
+        if signals:
+            for sig, fn in ((signal.SIGINT, self.stop), (signal.SIGTERM, self.stop), (signal.SIGHUP, self.reload)):
+                loop.add_signal_handler(sig, fn)
+                handled.append(sig)
+        self.scheduler = sched = self._schedule()
+        sched.start()
+        try:
+            while not self._stop.is_set():
+                wait = 1.0
+                if until is not None:
+                    left = (until - self.clock.now()).total_seconds() / self.clock.speed
+                    if left <= 0:
+                        break
+                    wait = min(wait, left)
+                try:
+                    await asyncio.wait_for(self._stop.wait(), wait)
+                except asyncio.TimeoutError:
+                    pass
+        finally:
+            for sig in handled:
+                loop.remove_signal_handler(sig)
+            await self._shutdown(sched)
+
+    async def _shutdown(self, sched: AsyncIOScheduler) -> None:
+        """Stop the scheduler between jobs: a running plan or tick finishes first (never cut mid-write);
+        jobs still waiting for their turn are cancelled and awaited, so no task is left behind."""
+        d = self.daemon
+        assert d is not None
+        d.on_replan = None
+        sched.pause()
+        async with d.plan_lock, d.io_lock:
+            sched.shutdown(wait=False)
+        me = asyncio.current_task()
+        for _ in range(3):   # the executor's cancellations take effect at the next loop iterations
+            pending = [t for t in asyncio.all_tasks() if t is not me and "run_coroutine_job" in repr(t.get_coro())]
+            if not pending:
+                break
+            await asyncio.wait(pending, timeout=5.0)
+
+
+async def run_site(cfg: SiteConfig, *, clock: Clock, until: pd.Timestamp | None = None, signals: bool = False,
+                   **service_kw: Any) -> Daemon:
+    """Run a site's daemon until ``until`` or a signal; returns the (stopped) daemon for its statistics."""
+    async with Service(cfg, clock=clock, **service_kw) as svc:
+        await svc.serve(until, signals=signals)
+        assert svc.daemon is not None
+        return svc.daemon
+
+
+def load_for_run(path: str | Path) -> SiteConfig:
+    """The site config for ``ems run`` (errors name file and line)."""
+    return load_site(path)
