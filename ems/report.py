@@ -45,7 +45,7 @@ def typical_week(index: pd.DatetimeIndex, load_kw: np.ndarray) -> slice:
     local = index
     steps_per_day = int(round(pd.Timedelta(days=1) / (index[1] - index[0])))
     n = 7 * steps_per_day
-    mondays = np.flatnonzero((np.asarray(local.weekday) == 0) & (np.asarray(local.hour) == 0) & (np.asarray(local.minute) == 0))
+    mondays = np.flatnonzero((np.asarray(local.day_of_week) == 0) & (np.asarray(local.hour) == 0) & (np.asarray(local.minute) == 0))
     weeks = [m for m in mondays if m + n <= len(index)]
     if not weeks:
         return slice(0, len(index))

@@ -3,8 +3,8 @@
 - ``none``: no V2H; each car charges at full power from plug-in until it is full (its max SOC).
 - ``rule``: the installer's timer: charge at full power in the cheap night window, discharge in the
   peak window down to the outage reserve (and never below what the driver still needs, from
-  :func:`ems.dispatch.departure_floor_kwh`), otherwise charge just in time for the departure
-  (:func:`ems.dispatch.fallback_setpoint`). The windows are the day's cheapest and dearest import
+  :func:`ems.dispatch.departure_floor_kwh`), otherwise (and in the peak window once at that floor)
+  charge just in time for the departure (:func:`ems.dispatch.fallback_setpoint`). The windows are the day's cheapest and dearest import
   prices of the tariff; a tariff with one price all day gets 23:00-07:00 and 13:00-16:00.
 - ``mpc``: at every step forecast from the past only (:class:`ems.forecast.SiteForecaster`), plan
   with the daemon's :class:`ems.planning.Planner`, apply the first step through the daemon's
@@ -104,7 +104,7 @@ class Rule(Controller):
             unit = self.unit(v, c)
             rules = self.rules(v, self.reserve_floor_kwh(v, len(attached)))
             floor = departure_floor_kwh(unit, rules)
-            if self.peak[t]:
+            if self.peak[t] and unit.soc_kwh > floor + 1e-9:
                 out[v] = Flow(c, 0.0, unit.max_discharge_kw, floor)
             elif self.cheap[t]:
                 out[v] = Flow(c, unit.max_charge_kw, 0.0, floor)

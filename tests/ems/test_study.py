@@ -1,0 +1,246 @@
+"""ems study on four days of the office's shipped data: hand-checked figures, the bill against the bill
+engine, oracle <= mpc <= none, no missed departures, identical results in-process, in 2 processes
+and on a Dask cluster, drawn stays, outage survival, clear errors."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ems.billing import compute_bill, read_meter_csv
+from ems.cli import main
+from ems.config import load_site
+from ems.errors import ConfigError, DataError
+from ems.study import Scenario, execute, run_scenario, run_study, scenarios
+from ems.study.outage import survival_hours, survival_summary
+from ems.study.site import make_fleet, read_span
+from ems.study.strategies import rule_windows
+
+ROOT = Path(__file__).resolve().parents[2]
+OFFICE = str(ROOT / "configs/office-v2b.yaml")
+SHELTER = str(ROOT / "configs/shelter.yaml")
+
+
+def slice_csv(src: Path, dst: Path, first_day: int, days: int) -> str:
+    """Rows of ``days`` whole days from day ``first_day`` of a shipped 30-minute year."""
+    frame = pd.read_csv(src)
+    frame.iloc[48 * first_day:48 * (first_day + days)].to_csv(dst, index=False)
+    return str(dst)
+
+
+@pytest.fixture(scope="module")
+def office_days(tmp_path_factory) -> str:
+    """Mon 4 - Thu 7 March 2024 (no holiday): four working days of the office."""
+    return slice_csv(ROOT / "configs/data/office-2024-30min.csv", tmp_path_factory.mktemp("data") / "office.csv", 63, 4)
+
+
+@pytest.fixture(scope="module")
+def study(office_days, tmp_path_factory):
+    """All four strategies on the four days, in this process, with outputs written."""
+    out = tmp_path_factory.mktemp("study")
+    summary, results = run_study([(OFFICE, office_days)], strategies=["none", "rule", "mpc", "oracle"], out=out,
+                                 workers=1, report=False)
+    return out, summary, {r.scenario.strategy: r for r in results}
+
+
+def figures(summary: dict) -> dict:
+    return summary["results"]["office-v2b"]["config"]
+
+
+def test_none_charges_each_car_from_its_arrival_soc_to_full(study):
+    """Hand check: each working day every car arrives with its arrival SOC and charges to its 90 % max:
+    leaf 62 x 20 %, bz4x 71.4 x 20 %, leaf40 40 x 25 % of stored energy, / 0.95 from the grid, no discharge;
+    the meter is load - PV + that charging (PV surplus curtailed: export limit 0)."""
+    out, summary, res = study
+    f = figures(summary)["none"]
+    stored_per_day = 62 * 0.20 + 71.4 * 0.20 + 40 * 0.25
+    # the span starts at midnight with each car at its departure target, which is below 90 %: the first
+    # arrival of each day resets the SOC, so only the arrivals count
+    assert f["vehicle_charged_kwh"] == pytest.approx(4 * stored_per_day / 0.95, rel=1e-9)
+    assert f["vehicle_discharged_kwh"] == 0
+    r = res["none"]
+    charging = r.charge_kw.sum(axis=0)
+    expected = np.maximum(r.load_kw - r.pv_kw + charging, 0.0)
+    assert np.allclose(r.import_kw, expected)
+    assert f["import_kwh"] == pytest.approx(expected.sum() / 2)
+    # 3 x 6 kW of charging from 08:30 lands on the morning load
+    assert f["peak_kw"] == pytest.approx(max(r.import_kw), rel=1e-12)
+
+
+def test_bill_in_summary_is_the_bill_engine_bill_of_the_simulated_meter(study):
+    out, summary, res = study
+    tariff = load_site(OFFICE).tariff
+    for strategy, f in figures(summary).items():
+        meter = read_meter_csv(out / "series" / f"office-v2b--config--{strategy}.csv")
+        bill = compute_bill(meter, tariff)
+        assert f["bill"]["total"] == pytest.approx(bill.total, rel=1e-12), strategy
+        assert f["monthly_peaks_kw"] == pytest.approx(bill.peaks())
+        items = f["bill"]["line_items"]
+        assert items["basic"] + items["energy"] + items["adders"] - items["export_credit"] == pytest.approx(bill.total)
+    on_disk = json.loads((out / "summary.json").read_text())
+    assert on_disk["results"]["office-v2b"]["config"]["mpc"]["bill"]["total"] == figures(summary)["mpc"]["bill"]["total"]
+
+
+def test_oracle_bounds_mpc_bounds_none_and_nobody_misses_a_departure(study):
+    _, summary, res = study
+    f = figures(summary)
+    bills = {s: f[s]["bill"]["total"] for s in f}
+    assert bills["oracle"] <= bills["mpc"] + 1e-6 <= bills["none"] + 1e-6
+    assert bills["rule"] < bills["none"]
+    for s, x in f.items():
+        assert x["departure_targets_missed"] == 0, (s, x["missed"])
+        assert x["saving_vs_none"] == pytest.approx(bills["none"] - bills[s])
+    assert f["oracle"]["share_of_oracle_saving"] == pytest.approx(1.0)
+    assert 0.8 < f["mpc"]["share_of_oracle_saving"] <= 1.0 + 1e-9
+    assert f["mpc"]["plans"] == 4 * 48 and f["mpc"]["steps_without_forecast"] == 0
+    # the oracle's replay is the plan: the simulated bill is the plan's bill
+    assert f["oracle"]["bill"]["total"] == pytest.approx(f["oracle"]["plan_bill"], rel=1e-9)
+    # V2B shaves the peak: every strategy with discharge lands below none's
+    assert f["oracle"]["peak_kw"] < f["rule"]["peak_kw"] < f["none"]["peak_kw"]
+
+
+def test_rule_windows_and_discharge(study):
+    """Office tariff has one price all day: charge 23-07, discharge 13-16; the cars discharge only then,
+    never below min SOC + their reserve share, and never push energy into the grid."""
+    _, summary, res = study
+    r = res["rule"]
+    cfg = load_site(OFFICE)
+    cheap, peak = rule_windows(cfg, r.index)
+    hours = np.asarray(r.index.hour)
+    assert np.array_equal(peak, (hours >= 13) & (hours < 16))
+    assert np.array_equal(cheap, (hours >= 23) | (hours < 7))
+    assert not r.discharge_kw[:, ~peak].any()
+    assert r.discharge_kw[:, peak].sum() > 0
+    assert np.all(r.import_kw >= -1e-12) and not r.export_kw.any()
+    share = cfg.load.critical_kw * cfg.outage.reserve_hours / 3 / 0.95
+    for v, veh in enumerate(cfg.vehicles):
+        steps = np.flatnonzero(r.discharge_kw[v] > 0)
+        assert r.soc_kwh[v, steps + 1].min() >= veh.min_soc_pct / 100 * veh.capacity_kwh + share - 1e-6
+
+
+def test_same_results_in_two_processes_and_on_dask(office_days):
+    """Scenarios are independent: in-process, a 2-process pool and a Dask LocalCluster agree exactly."""
+    from distributed import Client, LocalCluster
+    items = scenarios([(OFFICE, office_days)], [str(ROOT / "configs/tariffs/chubu-high-voltage-a.yaml")],
+                      ["none", "rule", "oracle"])
+    one = execute(items, workers=1)
+    two = execute(items, workers=2)
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None) as cluster, \
+            Client(cluster) as client:
+        on_dask = execute(items, scheduler=client)
+    for a, b, c in zip(one, two, on_dask):
+        assert a.scenario == b.scenario == c.scenario
+        for name in ("import_kw", "export_kw", "charge_kw", "discharge_kw", "soc_kwh", "survival_hours"):
+            assert np.array_equal(getattr(a, name), getattr(b, name)), name
+            assert np.array_equal(getattr(a, name), getattr(c, name)), name
+        assert a.bill == b.bill == c.bill
+
+
+def test_drawn_stays_are_reproducible_and_still_met(office_days):
+    cfg = load_site(OFFICE)
+    span = read_span(cfg, office_days)
+    configured = make_fleet(cfg, span, 48)
+    a, b, c = make_fleet(cfg, span, 48, seed=7), make_fleet(cfg, span, 48, seed=7), make_fleet(cfg, span, 48, seed=8)
+    assert a.stays == b.stays and a.stays != c.stays
+    assert not np.array_equal(a.plugged, configured.plugged)
+    moved = [abs((x.arrive - y.arrive) / pd.Timedelta(minutes=1)) for x, y in zip(a.stays["leaf"], configured.stays["leaf"])]
+    assert max(moved) <= 45 and any(moved)
+    for strategy in ("none", "rule", "oracle"):
+        res = run_scenario(Scenario(OFFICE, office_days, None, strategy, seed=7))
+        assert res.figures["departure_targets_missed"] == 0, res.figures["missed"]
+
+
+def test_outage_survival_by_hand(office_days):
+    """One car plugged with 7.6 kWh above its minimum behind a 95 % discharge: 7.22 kWh carries the
+    2 kW of critical circuits 3.5 h at night (whole 30-minute steps), nothing while it is away."""
+    cfg = load_site(OFFICE)
+    span = read_span(cfg, office_days)
+    T = len(span.index)
+    V = len(cfg.vehicles)
+    soc = np.zeros((V, T + 1))
+    soc[0] = 62 * 0.2 + 7.6
+    plugged = np.zeros((V, T), dtype=bool)
+    plugged[0, :24] = True                            # plugged from midnight to noon of the first day
+    hours = survival_hours(cfg, span.index, np.zeros(T), soc, plugged, np.full((V, T), -1))
+    assert len(hours) == 4 * 24
+    assert np.all(hours[:12] == 3.5) and np.all(hours[12:] == 0)
+    s = survival_summary(hours, 3.0)
+    assert s["share_reaching_reserve"] == pytest.approx(12 / 96)
+    assert s["curve"]["1"] == pytest.approx(12 / 96) and s["curve"]["4"] == 0
+    # PV covering the load carries the site as long as it lasts
+    pv = np.where(np.arange(T) < 30, 5.0, 0.0)
+    assert survival_hours(cfg, span.index, pv, soc, plugged, np.full((V, T), -1))[14] == 1.0  # hour 14: no car, PV to 15:00
+    assert survival_hours(cfg, span.index, pv, soc, plugged, np.full((V, T), -1))[0] == 15 + 3.5
+
+
+def test_fleet_of_sites_from_a_folder(tmp_path):
+    """--sites DIR: every config in the folder, each on its own load.history_csv."""
+    fleet = tmp_path / "fleet"
+    fleet.mkdir()
+    for name, data in (("office-v2b", "configs/data/office-2024-30min.csv"), ("shelter", "configs/data/shelter-2024-30min.csv")):
+        days = slice_csv(ROOT / data, tmp_path / f"{name}.csv", 63, 2)
+        text = (ROOT / "configs" / f"{name}.yaml").read_text()
+        text = text.replace("tariff: tariffs/", f"tariff: {ROOT}/configs/tariffs/").replace(
+            f"history_csv: {Path(data).relative_to('configs')}", f"history_csv: {days}")
+        (fleet / f"{name}.yaml").write_text(text)
+    out = tmp_path / "out"
+    assert main(["study", "--sites", str(fleet), "--strategy", "none,rule", "--out", str(out), "--workers", "1",
+                 "--no-report"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert set(summary["results"]) == {"office-v2b", "shelter"}
+    assert summary["results"]["shelter"]["config"]["none"]["span"]["steps"] == 96
+
+
+def test_bad_inputs_name_file_key_and_value(tmp_path, office_days, capsys):
+    bad = tmp_path / "bad.csv"
+    frame = pd.read_csv(office_days)
+    frame.loc[5, "load_kw"] = -3
+    frame.to_csv(bad, index=False)
+    with pytest.raises(DataError) as err:
+        run_scenario(Scenario(OFFICE, str(bad), None, "none"))
+    assert str(bad) in str(err.value) and "load_kw" in str(err.value) and "-3" in str(err.value)
+
+    hourly = tmp_path / "hourly.csv"
+    frame = pd.read_csv(office_days).iloc[::2]
+    frame.to_csv(hourly, index=False)
+    with pytest.raises(DataError) as err:
+        run_scenario(Scenario(OFFICE, str(hourly), None, "none"))
+    assert str(hourly) in str(err.value) and "timestamp" in str(err.value) and "01:00:00" in str(err.value)
+    cfg = load_site(OFFICE)
+    cfg15 = cfg.model_copy(update={"planner": cfg.planner.model_copy(update={"step_minutes": 15})})
+    with pytest.raises(DataError) as err:
+        read_span(cfg15, office_days)
+    assert office_days in str(err.value) and "planner.step_minutes" in str(err.value) and "0:30:00" in str(err.value)
+
+    with pytest.raises(ConfigError) as err:
+        scenarios([(OFFICE, office_days)], [], ["none", "greedy"])
+    assert "--strategy" in str(err.value) and "greedy" in str(err.value)
+
+    assert main(["study", "--config", OFFICE, "--data", str(tmp_path / "missing.csv"), "--workers", "1",
+                 "--out", str(tmp_path / "o")]) == 2
+    assert "missing.csv" in capsys.readouterr().err
+    assert main(["study", "--config", OFFICE, "--data", office_days, "--tariff", "nope.yaml", "--out", str(tmp_path)]) == 2
+    assert "nope.yaml" in capsys.readouterr().err
+    assert main(["study", "--config", OFFICE, "--data", office_days, "--stochastic", "--out", str(tmp_path)]) == 2
+    assert "--seed" in capsys.readouterr().err
+    broken = tmp_path / "broken.yaml"
+    broken.write_text((ROOT / "configs/office-v2b.yaml").read_text().replace("min_soc_pct: 20", "min_soc_pct: 120", 1)
+                      .replace("tariff: tariffs/", f"tariff: {ROOT}/configs/tariffs/"))
+    assert main(["study", "--config", str(broken), "--data", office_days, "--out", str(tmp_path)]) == 2
+    err_text = capsys.readouterr().err
+    assert "broken.yaml" in err_text and "min_soc_pct" in err_text and "120" in err_text
+
+
+def test_cli_writes_summary_report_and_pngs(tmp_path, office_days, capsys):
+    out = tmp_path / "out"
+    assert main(["study", "--config", OFFICE, "--data", office_days, "--strategy", "none,oracle", "--out", str(out),
+                 "--workers", "1"]) == 0
+    text = capsys.readouterr().out
+    assert "office-v2b" in text and "oracle" in text and "100.0 %" in text
+    assert (out / "summary.json").is_file() and (out / "report.html").is_file()
+    assert len(list(out.glob("*.png"))) == 5
