@@ -43,14 +43,26 @@ class SimClock:
         self.start = start.tz_convert("UTC")
         self.speed = float(speed)
         self._t0 = time.monotonic()
+        self._frozen: float | None = None
 
     def now(self) -> pd.Timestamp:
         """Simulated time: start + elapsed real time x speed."""
-        return self.start + pd.Timedelta(seconds=(time.monotonic() - self._t0) * self.speed)
+        return self.start + pd.Timedelta(seconds=self.elapsed_real_s() * self.speed)
 
     def elapsed_real_s(self) -> float:
-        """Real seconds since this clock started (monotonic) [s]."""
-        return time.monotonic() - self._t0
+        """Real seconds this clock has run since it started (time while frozen not counted) [s]."""
+        return self._frozen if self._frozen is not None else time.monotonic() - self._t0
+
+    def freeze(self) -> None:
+        """Stop simulated time (e.g. while a daemon starts up: at high speed a second of start-up
+        would otherwise be an hour of simulated time)."""
+        if self._frozen is None:
+            self._frozen = time.monotonic() - self._t0
+
+    def release(self) -> None:
+        """Let simulated time run again from where it stood."""
+        if self._frozen is not None:
+            self._t0, self._frozen = time.monotonic() - self._frozen, None
 
     def real_seconds(self, sim_seconds: float) -> float:
         """How long ``sim_seconds`` of simulated time take in real time [s]."""

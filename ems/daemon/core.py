@@ -75,6 +75,11 @@ class ActivePlan:
     mode: str = "normal"                 # normal | outage
     unusable: str | None = None          # why dispatch must use the safe rule instead (None: follow it)
     plan_id: int | None = None
+    reserve_kwh: np.ndarray | None = None  # outage reserve per step [kWh] the plan holds (None: none)
+
+    def step_of(self, t: pd.Timestamp) -> int:
+        """Index of the schedule step holding ``t`` (0 just before the start)."""
+        return max(int(self.result.schedule.index.searchsorted(t, side="right")) - 1, 0)
 
     @property
     def peak_kw(self) -> float:
@@ -91,8 +96,7 @@ class ActivePlan:
         idx = self.result.schedule.index
         if t >= self.end():
             return None
-        pos = max(int(idx.searchsorted(t, side="right")) - 1, 0)
-        return self.result.schedule.iloc[pos]
+        return self.result.schedule.iloc[self.step_of(t)]
 
 
 @dataclass
@@ -230,8 +234,9 @@ class Daemon:
         if last is not None and last["schedule"] is not None:
             created = pd.Timestamp(last["created_at"])
             result = PlanResult(last["schedule"].tz_convert(self.cfg.zone), last["summary"])
+            reserve = last["inputs"].get("reserve_kwh")
             plan = ActivePlan(result, created, pd.Timestamp(last["start"]), last["inputs"].get("mode", "normal"),
-                              plan_id=last["id"])
+                              plan_id=last["id"], reserve_kwh=None if reserve is None else np.asarray(reserve, dtype=float))
             plan.unusable = self._unusable(plan, now)
             if plan.unusable is None:
                 self.plan = plan
@@ -497,7 +502,7 @@ class Daemon:
                 notes.append(f"SOC of {v.id} unknown (not seen yet): assumed at its minimum {v.min_soc_pct:g} %")
         pre = 0.0
         cur = self.window.current
-        if cur is not None and start > cur.start and self.window.last_t is not None:
+        if cur is not None and cur.start < start < cur.start + WINDOW and self.window.last_t is not None:
             seen_h = (self.window.last_t - cur.start) / pd.Timedelta(hours=1)
             pre = cur.import_kwh * min((start - cur.start) / pd.Timedelta(hours=1) / seen_h, 1.0) if seen_h > 0 else 0.0
         history = {m: p for m, p in peaks.items() if m != month}
@@ -540,9 +545,11 @@ class Daemon:
             self.stats.plans += 1
             self.stats.plan_seconds.append(time.perf_counter() - t0)
             result.summary["messages"] = notes + list(result.summary.get("messages", []))
-            plan = ActivePlan(result, now, start, mode)
+            problem = result.problem
+            plan = ActivePlan(result, now, start, mode,
+                              reserve_kwh=None if problem is None or problem.reserve_kwh is None else problem.reserve_kwh)
             plan.plan_id = self.store.record_plan(now, start, result.summary, result.schedule, self._inputs(
-                reason, mode, state, outage))
+                reason, mode, state, outage, plan.reserve_kwh))
             plan.unusable = self._judge(plan)
             self.plan = plan
             if mode == "outage":
@@ -557,7 +564,7 @@ class Daemon:
         """Run in the worker thread: the planner (HiGHS through pyomo)."""
         return self.planner.plan(start, pv, load, state, outage=outage)
 
-    def _inputs(self, reason: str, mode: str, state: SiteState, outage) -> dict[str, Any]:
+    def _inputs(self, reason: str, mode: str, state: SiteState, outage, reserve: np.ndarray | None) -> dict[str, Any]:
         """The inputs summary stored with a plan."""
         meta = getattr(self._forecast, "meta", {}) or {}
         return {"reason": reason, "mode": mode, "soc_kwh": state.soc_kwh, "month_peak_kw": state.month_peak_kw,
@@ -565,7 +572,8 @@ class Daemon:
                 "forecast_origin": str(self._forecast_origin), "forecast_miss_kw": self.miss_kw,
                 "forecast": {k: meta.get(k) for k in ("pv_source", "pv_clearness", "pv_ratio", "level_offset_kw",
                                                       "history_end")},
-                "outage": None if outage is None else [str(outage[0]), str(outage[1])]}
+                "outage": None if outage is None else [str(outage[0]), str(outage[1])],
+                "reserve_kwh": None if reserve is None else [round(float(x), 4) for x in reserve]}
 
     def _judge(self, plan: ActivePlan) -> str | None:
         """Why dispatch must not follow ``plan`` (None: follow it). Events for fallback and infeasibility."""
@@ -621,11 +629,8 @@ class Daemon:
         if o.reserve_hours <= 0 or self.cfg.load.critical_kw <= 0:
             return 0.0
         p = self.plan
-        if p is not None and p.result.problem is not None and p.result.problem.reserve_kwh is not None:
-            idx = p.result.schedule.index
-            pos = max(int(idx.searchsorted(now, side="right")) - 1, 0)
-            if pos < len(idx):
-                return float(p.result.problem.reserve_kwh[pos])
+        if p is not None and p.reserve_kwh is not None and now < p.end():
+            return float(p.reserve_kwh[min(p.step_of(now), len(p.reserve_kwh) - 1)])
         return self.cfg.load.critical_kw * o.reserve_hours
 
     def _unit_inputs(self, now: pd.Timestamp, following_plan: bool) -> tuple[list[UnitState], dict[str, UnitRules], dict[str, float]]:

@@ -120,12 +120,14 @@ class Service:
         if self.clock.speed != 1.0 and len(simulated) != len(cfg.chargers):
             raise ConfigError(Problem(cfg.source or "<config>", None, "chargers[].adapter.kind", "modbus",
                                       "--speed runs a simulated clock: every charger must use the simulator adapter"))
+        if isinstance(self.clock, SimClock):
+            self.clock.freeze()    # simulated time stands still until the daemon is up (released in __aenter__)
         self.zero = self.clock.now()
         self.real = wall_seconds(self.clock, self.zero)
         self.sim: SimulatorThread | None = None
         if simulated:
             host, port = sim_address(cfg)
-            site = sim_site(cfg, replay=replay, speed=self.clock.speed, start=self.zero.to_pydatetime(),
+            site = sim_site(cfg, replay=replay, speed=self.clock.speed, start=self.zero.floor("us").to_pydatetime(),
                             initial_soc_pct=initial_soc_pct)
             self.sim = SimulatorThread(site, host=host, port=port, clock=self.real)
         self.database = database or cfg.daemon.database
@@ -161,6 +163,9 @@ class Service:
         except BaseException:
             await self._close()
             raise
+        finally:
+            if isinstance(self.clock, SimClock):
+                self.clock.release()
         return self
 
     async def __aexit__(self, *exc: object) -> None:
