@@ -158,18 +158,27 @@ DRAW = {"monthly_bills": plot_monthly_bills, "monthly_peaks": plot_monthly_peaks
         "soc": plot_soc, "survival": plot_survival}
 
 
+def money(x: float | None) -> str:
+    """An amount with thousands separators, empty for None."""
+    return "" if x is None else f"{x:,.0f}"
+
+
+def pct(x: float | None) -> str:
+    """A share as a percentage with one decimal, empty for None."""
+    return "" if x is None else f"{100 * x:.1f} %"
+
+
 def _row(s: dict) -> str:
-    share = s["share_of_oracle_saving"]
-    saving = s["saving_vs_none"]
     surv = s["outage_survival"]
-    cells = [s["strategy"], f"{s['bill']['total']:,.0f}", "" if saving is None else f"{saving:,.0f}",
-             "" if share is None else f"{100 * share:.1f} %", f"{s['peak_kw']:.1f}", f"{s['vehicle_discharged_kwh']:,.0f}",
-             str(s["departure_targets_missed"]), str(s["reserve_breaches"]), f"{surv.get('median_hours', 0):.1f}",
-             f"{100 * surv.get('share_reaching_reserve', 0):.0f} %"]
+    cells = [s["strategy"], money(s["bill"]["total"]), money(s["saving_vs_none"]), pct(s["share_of_oracle_saving"]),
+             money(s["net_saving_vs_none"]), pct(s["share_of_oracle_net_saving"]), f"{s['peak_kw']:.1f}",
+             money(s["vehicle_discharged_kwh"]), str(s["departure_targets_missed"]), str(s["reserve_breaches"]),
+             f"{surv.get('median_hours', 0):.1f}", pct(surv.get("share_reaching_reserve", 0))]
     return "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>"
 
 
-HEAD = ("strategy", "bill", "saving vs none", "of oracle's saving", "max peak kW", "V2H discharged kWh",
+HEAD = ("strategy", "bill", "saving vs none", "of oracle's saving", "saving net of battery wear", "of oracle's",
+        "max peak kW", "V2H discharged kWh",
         "departures missed", "reserve breaches (steps)", "median outage survival h", "starts reaching the reserve hours")
 
 

@@ -85,18 +85,20 @@ def run(args: argparse.Namespace) -> int:
 
 
 def table(summary: dict) -> str:
-    """One line per site x tariff x strategy: bill, saving, share of the oracle's, peak, misses, survival."""
-    head = f"{'site':<16} {'tariff':<24} {'strategy':<8} {'bill':>12} {'saving':>10} {'of oracle':>9} " \
-           f"{'peak kW':>8} {'V2H kWh':>8} {'missed':>6} {'outage h':>8}"
+    """One line per site x tariff x strategy: bill, savings (on the bill and net of battery wear) and the
+    share of the oracle's, peak, V2H energy, missed departures, median outage survival."""
+    from ems.report import money, pct
+    head = f"{'site':<16} {'tariff':<20} {'strategy':<8} {'bill':>12} {'saving':>10} {'of oracle':>9} " \
+           f"{'net of wear':>11} {'of oracle':>9} {'peak kW':>8} {'V2H kWh':>8} {'missed':>6} {'outage h':>8}"
     lines = [head, "-" * len(head)]
     for site, tariffs in summary["results"].items():
         for tariff, group in tariffs.items():
             for strategy, s in group.items():
-                share = s["share_of_oracle_saving"]
-                saving = s["saving_vs_none"]
-                lines.append(f"{site:<16.16} {tariff:<24.24} {strategy:<8} {s['bill']['total']:>12,.0f} "
-                             f"{'' if saving is None else f'{saving:,.0f}':>10} "
-                             f"{'' if share is None else f'{100 * share:.1f} %':>9} {s['peak_kw']:>8.1f} "
+                lines.append(f"{site:<16.16} {tariff:<20.20} {strategy:<8} {s['bill']['total']:>12,.0f} "
+                             f"{money(s['saving_vs_none']):>10} {pct(s['share_of_oracle_saving']):>9} "
+                             f"{money(s['net_saving_vs_none']):>11} {pct(s['share_of_oracle_net_saving']):>9} "
+                             f"{s['peak_kw']:>8.1f} "
                              f"{s['vehicle_discharged_kwh']:>8.0f} {s['departure_targets_missed']:>6} "
                              f"{s['outage_survival'].get('median_hours', 0):>8.1f}")
     return "\n".join(lines)
+

@@ -134,6 +134,7 @@ def run_scenario(sc: Scenario, progress: Callable[[int], None] | None = None) ->
         "wall_seconds": time.perf_counter() - t0,
         "vehicle_discharged_kwh": float(rec.discharge_kw.sum() * dt_h),
         "vehicle_charged_kwh": float(rec.charge_kw.sum() * dt_h),
+        "battery_wear_cost": wear_cost(cfg, sim),
         "import_kwh": float(rec.import_kw.sum() * dt_h),
         "export_kwh": float(rec.export_kw.sum() * dt_h),
         "curtailed_kwh": float(rec.curtail_kw.sum() * dt_h),
@@ -164,6 +165,15 @@ def mpc_history(cfg: SiteConfig, span: Span) -> pd.DataFrame:
             frame = pd.concat([past.reindex(columns=frame.columns), frame])
     frame.attrs.update(span.frame.attrs)
     return frame
+
+
+def wear_cost(cfg: SiteConfig, sim: SiteSim) -> float:
+    """Battery wear of the discharge [currency]: battery-side kWh (AC / discharge efficiency) x each
+    vehicle's ``wear_cost_per_kwh``, as the planner prices it (the bill does not show it)."""
+    rec = sim.rec
+    eta = np.where(rec.charger >= 0, sim.eta_d[np.maximum(rec.charger, 0)], 1.0)
+    rate = np.array([v.wear_cost_per_kwh for v in cfg.vehicles])
+    return float((rec.discharge_kw / eta * sim.span.dt_h).sum(axis=1) @ rate)
 
 
 def reserve_breaches(cfg: SiteConfig, span: Span, sim: SiteSim) -> int:

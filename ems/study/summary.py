@@ -1,4 +1,10 @@
-"""summary.json: per site x tariff x strategy, the bill and what the strategy did."""
+"""summary.json: per site x tariff x strategy, the bill and what the strategy did.
+
+Savings are against ``none`` on the bill (``saving_vs_none``, ``share_of_oracle_saving``) and on
+the bill plus the battery wear the planner prices (``net_saving_vs_none``,
+``share_of_oracle_net_saving``): the oracle minimises the latter, so a controller that ignores wear
+(the rule) can beat it on the bill alone while wearing the battery for less than it saves.
+"""
 
 from __future__ import annotations
 
@@ -39,6 +45,9 @@ def scenario_summary(res: ScenarioResult) -> dict:
         "peak_kw": float(max(m["peak_kw"] for m in months)),
         "saving_vs_none": None,
         "share_of_oracle_saving": None,
+        "bill_plus_wear": bill["total"] + res.figures["battery_wear_cost"],
+        "net_saving_vs_none": None,
+        "share_of_oracle_net_saving": None,
         **{k: v for k, v in res.figures.items()},
     }
 
@@ -52,15 +61,21 @@ def summarise(results: list[ScenarioResult], meta: dict) -> dict:
         tree.setdefault(s["site"], {}).setdefault(s["tariff"], {})[s["strategy"]] = s
     for tariffs in tree.values():
         for group in tariffs.values():
-            base = group.get("none", {}).get("bill", {}).get("total")
-            best = group.get("oracle", {}).get("bill", {}).get("total")
-            for s in group.values():
-                if base is None:
-                    continue
-                s["saving_vs_none"] = base - s["bill"]["total"]
-                if best is not None and base - best > SHARE_MIN_SAVING:
-                    s["share_of_oracle_saving"] = (base - s["bill"]["total"]) / (base - best)
+            _savings(group, lambda s: s["bill"]["total"], "saving_vs_none", "share_of_oracle_saving")
+            _savings(group, lambda s: s["bill_plus_wear"], "net_saving_vs_none", "share_of_oracle_net_saving")
     return {"study": meta, "results": tree}
+
+
+def _savings(group: dict, cost, saving_key: str, share_key: str) -> None:
+    """Fill ``saving_key`` (cost of none - cost) and ``share_key`` (that / the oracle's) in each figure set."""
+    if "none" not in group:
+        return
+    base = cost(group["none"])
+    best = cost(group["oracle"]) if "oracle" in group else None
+    for s in group.values():
+        s[saving_key] = base - cost(s)
+        if best is not None and base - best > SHARE_MIN_SAVING:
+            s[share_key] = (base - cost(s)) / (base - best)
 
 
 def _plain(x):

@@ -96,6 +96,11 @@ def test_oracle_bounds_mpc_bounds_none_and_nobody_misses_a_departure(study):
         assert x["departure_targets_missed"] == 0, (s, x["missed"])
         assert x["saving_vs_none"] == pytest.approx(bills["none"] - bills[s])
     assert f["oracle"]["share_of_oracle_saving"] == pytest.approx(1.0)
+    # the oracle minimises bill + battery wear (8.7 JPY per battery-side kWh discharged, 95 % efficient units)
+    for s in f:
+        assert f[s]["battery_wear_cost"] == pytest.approx(f[s]["vehicle_discharged_kwh"] / 0.95 * 8.7)
+        assert f["oracle"]["bill_plus_wear"] <= f[s]["bill_plus_wear"] + 1e-6
+    assert f["oracle"]["share_of_oracle_net_saving"] == pytest.approx(1.0)
     assert 0.8 < f["mpc"]["share_of_oracle_saving"] <= 1.0 + 1e-9
     assert f["mpc"]["plans"] == 4 * 48 and f["mpc"]["steps_without_forecast"] == 0
     # the oracle's replay is the plan: the simulated bill is the plan's bill
