@@ -148,7 +148,9 @@ def plot_survival(group: Sequence[ScenarioResult]) -> Figure:
     ax.set_xlabel("outage duration [h]")
     ax.set_ylabel("share of start hours survived")
     ax.set_ylim(0, 1.02)
-    ax.set_xscale("symlog", linthresh=12)
+    ax.set_xlim(0, MAX_HOURS)
+    ax.set_xticks([0, 12, 24, 48, 72, 96, 120, 144, 168])
+    ax.grid(alpha=0.3)
     ax.set_title("Outage survival (critical load from PV and the plugged-in cars)")
     ax.legend()
     return fig

@@ -135,9 +135,11 @@ def test_same_results_in_two_processes_and_on_dask(office_days):
                       ["none", "rule", "oracle"])
     one = execute(items, workers=1)
     two = execute(items, workers=2)
-    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None) as cluster, \
-            Client(cluster) as client:
-        on_dask = execute(items, scheduler=client)
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None) as cluster:
+        on_dask = execute(items, scheduler=cluster.scheduler_address)   # as --scheduler ADDRESS does
+        with Client(cluster) as client:
+            again = execute(items[:1], scheduler=client)
+    assert np.array_equal(again[0].import_kw, one[0].import_kw)
     for a, b, c in zip(one, two, on_dask):
         assert a.scenario == b.scenario == c.scenario
         for name in ("import_kw", "export_kw", "charge_kw", "discharge_kw", "soc_kwh", "survival_hours"):
