@@ -36,6 +36,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--stochastic", action="store_true", help="draw vehicle arrivals, departures and trips around "
                                                              "the configured windows (needs --seed)")
     p.add_argument("--seed", type=int, metavar="N", help="seed of the drawn vehicle stays")
+    p.add_argument("--fill-gaps", action="store_true",
+                   help="fill missing rows and empty cells from the same clock time on the nearest day (PV else 0)")
     p.add_argument("--no-report", action="store_true", help="write summary.json and series only (no plots)")
     p.add_argument("--json", action="store_true", help="print summary.json instead of the short table")
 
@@ -75,7 +77,8 @@ def run(args: argparse.Namespace) -> int:
         if not Path(t).is_file():
             raise ConfigError(Problem(t, None, "--tariff", t, "no such tariff file"))
     summary, _ = run_study(site_list(args), args.tariff, strategies, args.out, args.workers, args.scheduler,
-                           args.seed if args.stochastic else None, progress=True, report=not args.no_report)
+                           args.seed if args.stochastic else None, progress=True, report=not args.no_report,
+                           fill_gaps=args.fill_gaps)
     if args.json:
         print(json.dumps(json.loads((Path(args.out) / "summary.json").read_text()), indent=2))
         return 0

@@ -30,13 +30,14 @@ from ems.tariff import load_tariff
 @dataclass(frozen=True)
 class Scenario:
     """One simulation: a site config and its data, a tariff (None: the config's own), a strategy,
-    the seed of drawn vehicle stays (None: the configured windows)."""
+    the seed of drawn vehicle stays (None: the configured windows), whether to fill data gaps."""
 
     config: str
     data: str
     tariff: str | None
     strategy: str
     seed: int | None = None
+    fill_gaps: bool = False
 
     @property
     def key(self) -> str:
@@ -101,16 +102,16 @@ def site_config(config: str, tariff: str | None) -> SiteConfig:
 
 
 @functools.lru_cache(maxsize=8)
-def site_span(config: str, tariff: str | None, data: str) -> Span:
+def site_span(config: str, tariff: str | None, data: str, fill: bool = False) -> Span:
     """The data on the config's planning grid (cached per process)."""
-    return read_span(site_config(config, tariff), data)
+    return read_span(site_config(config, tariff), data, fill)
 
 
 def run_scenario(sc: Scenario, progress: Callable[[int], None] | None = None) -> ScenarioResult:
     """Simulate one scenario over the whole span; ``progress(steps)`` is called now and then."""
     t0 = time.perf_counter()
     cfg = site_config(sc.config, sc.tariff)
-    span = site_span(sc.config, sc.tariff, sc.data)
+    span = site_span(sc.config, sc.tariff, sc.data, sc.fill_gaps)
     fleet = make_fleet(cfg, span, cfg.planner.horizon_hours, sc.seed)
     sim = SiteSim(cfg, span, fleet, initial_soc_kwh(cfg))
     forecaster = None
@@ -142,6 +143,7 @@ def run_scenario(sc: Scenario, progress: Callable[[int], None] | None = None) ->
         "missed": rec.misses[:10],
         "reserve_breaches": reserve_breaches(cfg, span, sim),
         "notes": rec.notes[:10],
+        "data_cells_filled": span.filled,
         "outage_survival": survival_summary(hours, cfg.outage.reserve_hours, MAX_HOURS),
     }
     if isinstance(ctl, Mpc):
@@ -191,13 +193,13 @@ def reserve_breaches(cfg: SiteConfig, span: Span, sim: SiteSim) -> int:
 # ----- executing many ---------------------------------------------------------------------------
 
 def scenarios(sites: Sequence[tuple[str, str]], tariffs: Sequence[str | None], strategies: Sequence[str],
-              seed: int | None = None) -> list[Scenario]:
+              seed: int | None = None, fill_gaps: bool = False) -> list[Scenario]:
     """Every (site config, data) x tariff x strategy; strategies checked against STRATEGIES."""
     bad = [s for s in strategies if s not in STRATEGIES]
     if bad or not strategies:
         raise ConfigError(Problem("--strategy", None, "strategy", ",".join(strategies),
                                   f"unknown strategy {bad}; give a comma-separated list of {list(STRATEGIES)}"))
-    return [Scenario(c, d, t, s, seed) for c, d in sites for t in (tariffs or [None]) for s in strategies]
+    return [Scenario(c, d, t, s, seed, fill_gaps) for c, d in sites for t in (tariffs or [None]) for s in strategies]
 
 
 def execute(items: Sequence[Scenario], workers: int = 1, scheduler: str | object | None = None,

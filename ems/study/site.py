@@ -36,6 +36,7 @@ class Span:
     pv_kw: np.ndarray
     source: str
     frame: pd.DataFrame | None = None   # the data as read (UTC index), the forecaster's history
+    filled: dict[str, int] = field(default_factory=dict)   # cells filled per column (--fill-gaps)
 
     @property
     def dt_h(self) -> float:
@@ -52,16 +53,48 @@ class Span:
         return pd.Series(self.pv_kw, index=self.index), pd.Series(self.load_kw, index=self.index)
 
 
-def read_span(cfg: SiteConfig, path: str | Path) -> Span:
+FILL_MAX_DAYS = 7   # --fill-gaps looks this many days back (then forward) for the same clock time
+
+
+def fill_gaps(frame: pd.DataFrame, zone: dt.tzinfo) -> tuple[pd.DataFrame, dict[str, int]]:
+    """Missing rows and empty cells filled with the value at the same local clock time on the nearest
+    earlier day that has one (up to FILL_MAX_DAYS), else the nearest later day; PV still missing is
+    0 kW (meters often leave night PV empty). Returns the frame and the number of cells filled per column."""
+    step = frame.attrs["step"]
+    full = pd.date_range(frame.index[0], frame.index[-1], freq=step)
+    out = frame.reindex(full)
+    local = full.tz_convert(zone)
+    clock = np.asarray((local - local.normalize()) // step)
+    filled = {}
+    for col in out.columns:
+        before = out[col].isna().sum()
+        by_clock = out[col].groupby(clock)
+        out[col] = by_clock.ffill(limit=FILL_MAX_DAYS).fillna(out[col].groupby(clock).bfill(limit=FILL_MAX_DAYS))
+        if col == "pv_kw":
+            out[col] = out[col].fillna(0.0)
+        filled[col] = int(before)
+    out.attrs.update(frame.attrs)
+    return out, filled
+
+
+def read_span(cfg: SiteConfig, path: str | Path, fill: bool = False) -> Span:
     """The study data (CSV: timestamp, load_kw, pv_kw at 15 or 30 minutes) on the planning grid.
 
     Finer data is averaged to the planning step; a gap, a missing value, a negative power or a step
-    coarser than the plan's is an error naming the file, row and column.
+    coarser than the plan's is an error naming the file, row and column. ``fill``: gaps and empty
+    cells are filled by :func:`fill_gaps` instead (counts in ``Span.filled``).
     """
     where = str(path)
     if not Path(path).is_file():
         raise DataError(Problem(where, None, "--data", where, "no such file; give a CSV with timestamp,load_kw,pv_kw"))
-    frame = read_series_csv(path, ["load_kw", "pv_kw"])
+    frame = read_series_csv(path, ["load_kw", "pv_kw"], allow_gaps=fill, allow_empty=fill)
+    filled = {}
+    if fill:
+        frame, filled = fill_gaps(frame, cfg.zone)
+        if frame["load_kw"].isna().any():
+            at = frame.index[frame["load_kw"].isna().to_numpy()][0]
+            raise DataError(Problem(where, None, "load_kw", str(at), f"a gap of more than {FILL_MAX_DAYS} days "
+                                    "either side at this clock time; --fill-gaps cannot fill it"))
     step = pd.Timedelta(minutes=cfg.planner.step_minutes)
     data_step = frame.attrs["step"]
     if data_step > step or step % data_step:
@@ -81,7 +114,7 @@ def read_span(cfg: SiteConfig, path: str | Path) -> Span:
         pv = on_grid(frame["pv_kw"], index, "pv_kw")
     except DataError as exc:
         raise DataError([Problem(where, None, p.path, p.value, p.message) for p in exc.problems]) from None
-    return Span(index, load, pv, where, frame)
+    return Span(index, load, pv, where, frame, filled)
 
 
 @dataclass(frozen=True)

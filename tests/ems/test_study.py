@@ -251,3 +251,18 @@ def test_cli_writes_summary_report_and_pngs(tmp_path, office_days, capsys):
     assert "office-v2b" in text and "oracle" in text and "100.0 %" in text
     assert (out / "summary.json").is_file() and (out / "report.html").is_file()
     assert len(list(out.glob("*.png"))) == 5
+
+
+def test_fill_gaps_takes_the_same_clock_time_of_the_day_before(tmp_path, office_days):
+    frame = pd.read_csv(office_days)
+    holes = frame.drop(index=[60, 61]).astype({"pv_kw": object})   # day 2, 06:00-07:00 missing
+    holes.loc[100, "pv_kw"] = ""                                    # day 3, 02:00: night PV left empty
+    path = tmp_path / "holes.csv"
+    holes.to_csv(path, index=False)
+    with pytest.raises(DataError) as err:
+        run_scenario(Scenario(OFFICE, str(path), None, "none"))
+    assert str(path) in str(err.value)
+    res = run_scenario(Scenario(OFFICE, str(path), None, "none", fill_gaps=True))
+    assert res.figures["data_cells_filled"] == {"load_kw": 2, "pv_kw": 3}
+    assert res.load_kw[60] == frame.loc[12, "load_kw"] and res.load_kw[61] == frame.loc[13, "load_kw"]
+    assert res.pv_kw[100] == frame.loc[52, "pv_kw"]
