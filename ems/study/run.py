@@ -205,35 +205,40 @@ def scenarios(sites: Sequence[tuple[str, str]], tariffs: Sequence[str | None], s
 def execute(items: Sequence[Scenario], workers: int = 1, scheduler: str | object | None = None,
             progress: bool = False) -> list[ScenarioResult]:
     """Run the scenarios: in this process (``workers`` 1), in a process pool, or on a Dask cluster
-    (``scheduler``: an address or a ``distributed.Client``). Results in the order of ``items``."""
+    (``scheduler``: an address or a ``distributed.Client``). Results in the order of ``items``.
+
+    Every input is read here first, so bad data or configs fail before any worker starts; the
+    progress bar counts simulated steps (live in this process, per finished scenario elsewhere)."""
     from tqdm import tqdm
+    total = sum(len(site_span(it.config, it.tariff, it.data, it.fill_gaps).index) for it in items)
     slow_first = sorted(range(len(items)), key=lambda i: items[i].strategy != "mpc")
-    bar = tqdm(total=len(items), desc="study", unit="scenario", disable=not progress)
+    bar = tqdm(total=total, desc="study", unit="step", disable=not progress)
     out: dict[int, ScenarioResult] = {}
     try:
-        for i, res in _results(items, slow_first, workers, scheduler):
+        for i, res, counted in _results(items, slow_first, workers, scheduler, bar.update):
             out[i] = res
             bar.set_postfix_str(items[i].key, refresh=False)
-            bar.update(1)
+            if not counted:
+                bar.update(len(res.index))
     finally:
         bar.close()
     return [out[i] for i in range(len(items))]
 
 
-def _results(items: Sequence[Scenario], order: list[int], workers: int,
-             scheduler: str | object | None) -> Iterator[tuple[int, ScenarioResult]]:
-    """(position, result) as scenarios finish."""
+def _results(items: Sequence[Scenario], order: list[int], workers: int, scheduler: str | object | None,
+             step: Callable[[int], object]) -> Iterator[tuple[int, ScenarioResult, bool]]:
+    """(position, result, whether its steps were already counted) as scenarios finish."""
     if scheduler is not None:
-        yield from _dask_results(items, order, scheduler)
+        yield from ((i, r, False) for i, r in _dask_results(items, order, scheduler))
     elif workers <= 1 or len(items) == 1:
         for i in order:
-            yield i, run_scenario(items[i])
+            yield i, run_scenario(items[i], step), True
     else:
         ctx = multiprocessing.get_context("spawn")
         with cf.ProcessPoolExecutor(max_workers=min(workers, len(items)), mp_context=ctx) as pool:
             futures = {pool.submit(run_scenario, items[i]): i for i in order}
             for fut in cf.as_completed(futures):
-                yield futures[fut], fut.result()
+                yield futures[fut], fut.result(), False
 
 
 def _dask_results(items: Sequence[Scenario], order: list[int], scheduler: str | object) -> Iterator[tuple[int, ScenarioResult]]:

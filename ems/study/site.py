@@ -11,7 +11,6 @@ are those of :mod:`models.verify`, so an oracle plan replays exactly.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -390,5 +389,3 @@ def initial_soc_kwh(cfg: SiteConfig) -> dict[str, float]:
     return {v.id: v.target_kwh(v.windows[0]) if v.windows else v.max_soc_pct / 100 * v.capacity_kwh
             for v in cfg.vehicles}
 
-
-HolidayFn = Callable[[dt.date], bool]

@@ -5,7 +5,6 @@ and on a Dask cluster, drawn stays, outage survival, clear errors."""
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
