@@ -1,15 +1,25 @@
-"""``ems demo``: check the example configs and print the bill of an example year.
+"""``ems demo``: check the example configs, bill the example household year, then run the real
+daemon against the in-process simulated site for a simulated day of each example site.
 
-The example year is the shipped household year (``ems/data/household-2024-30min.csv``, a real
-house; see ``ems/data/README.md``) billed under the home site's tariff, without any optimisation:
-meter import = max(load - PV, 0), export = max(PV - load, 0). The daemon issue replaces this
-command with the daemon against the simulated inverter; :func:`demo_bill` stays callable.
+Part 1, the bill: the shipped household year (``ems/data/household-2024-30min.csv``, a real house;
+see ``ems/data/README.md``) billed under the home site's tariff, without any optimisation: meter
+import = max(load - PV, 0), export = max(PV - load, 0) (:func:`demo_bill`).
+
+Part 2, the daemon: ``ems run``'s service (APScheduler jobs, receding-horizon plans, dispatch with
+the demand guard, the SQLite store in a temporary directory) drives the simulated V2H/V2B units
+and meter over loopback Modbus TCP on a simulated clock (2400x by default): the office on a
+Monday 08:00-18:30 (three cars, a demand charge) and the home from Monday 17:00 to Tuesday 08:00
+(one car, time-of-use), then prints peak against contract, SOC at departure, energy shifted and
+the estimated saving (:mod:`ems.daemon.outcome`).
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import sys
+import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -22,18 +32,26 @@ from ems.tariff import Tariff
 from ems.timeseries import read_series_csv
 
 NAME = "demo"
-HELP = "check the example configs and print the bill of the shipped example household year"
+HELP = "check the example configs, bill the example household year, run the daemon on the simulated sites for a day"
 
 PACKAGE = Path(__file__).resolve().parents[1]  # the ems package (ems.__file__ is None if installed as a namespace)
 CONFIGS = PACKAGE.parent / "configs"
 HOUSEHOLD_CSV = PACKAGE / "data" / "household-2024-30min.csv"
 HOME_SITE = "home-v2h.yaml"
 FILL_MAX_DAYS = 7  # look at most a week away for the same clock time; the file's longest gap is 47 steps
+#: The simulated days: site file, start, end (a Monday in July 2024, inside both sites' data).
+DAYS = {
+    "office": ("office-v2b.yaml", "2024-07-08T08:00+09:00", "2024-07-08T18:30+09:00"),
+    "home": ("home-v2h.yaml", "2024-07-08T17:00+09:00", "2024-07-09T08:00+09:00"),
+}
+DEMO_SPEED = 2400.0   # an hour in 1.5 s: both days in about 40 s
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """Arguments: where the example configs are (default: the repository's configs/)."""
     p.add_argument("--configs", type=Path, default=CONFIGS, help=f"directory of example site files (default {CONFIGS})")
+    p.add_argument("--site", choices=sorted(DAYS), action="append", help="run the daemon for this site only (repeatable)")
+    p.add_argument("--speed", type=float, default=DEMO_SPEED, help=f"simulated seconds per real second (default {DEMO_SPEED:g})")
 
 
 def check_configs(configs_dir: Path) -> tuple[bool, str]:
@@ -124,8 +142,43 @@ def demo_bill(configs_dir: Path = CONFIGS) -> tuple[Bill, Tariff, list[str]]:
     return compute_bill(meter, site.tariff), site.tariff, notes
 
 
+def daemon_day(configs_dir: Path, site: str, speed: float = DEMO_SPEED) -> list[str]:
+    """Run the daemon for the site's simulated day (store in a temporary directory); the report lines."""
+    from ems.clock import SimClock
+    from ems.daemon import Service
+    from ems.daemon.outcome import format_outcome, outcome
+    from ems.store import Store
+
+    name, start, until = DAYS[site]
+    cfg = load_site(configs_dir / name)
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="ems-demo-") as tmp:
+        database = str(Path(tmp) / "demo.sqlite")
+
+        async def day():
+            async with Service(cfg, clock=SimClock(pd.Timestamp(start), speed), database=database) as svc:
+                await svc.serve(pd.Timestamp(until))
+                return svc.daemon, dict(svc.sim.sim.model.energy_kwh)
+        daemon, energy = asyncio.run(day())
+        with Store(database) as store:
+            telemetry, plans = store.telemetry(), store.count("plans")
+            events = store.events(limit=10000)
+    left = {}
+    for v in cfg.vehicles:
+        w = v.windows[0]
+        left[v.id] = (100 * energy[v.id] / v.capacity_kwh, 100 * v.target_kwh(w) / v.capacity_kwh)
+    o = outcome(cfg, telemetry, list(daemon.windows), daemon.dispatch_interval_s, left)
+    s = daemon.stats
+    kinds = sorted({e["kind"] for e in events})
+    head = [f"{cfg.site.name}: {start} to {until}, simulated at {speed:g}x in {time.perf_counter() - t0:.1f} s",
+            f"  the daemon made {s.plans} plans ({', '.join(f'{n} on {k}' for k, n in sorted(s.replans.items())) or 'none early'}), "
+            f"{s.ticks} dispatch ticks every {daemon.dispatch_interval_s:g} simulated s over Modbus TCP; "
+            f"events: {', '.join(kinds)}"]
+    return head + format_outcome(o, cfg.tariff.currency)
+
+
 def run(args: argparse.Namespace) -> int:
-    """Check the example configs, then print the example year's bill."""
+    """Check the example configs, print the example year's bill, run the daemon on the simulated sites."""
     ok, report = check_configs(args.configs)
     print(f"Example configs in {args.configs}:")
     print(report)
@@ -137,4 +190,8 @@ def run(args: argparse.Namespace) -> int:
     print("\n".join(notes))
     print()
     print(format_bill(bill, tariff))
+    print()
+    print("The daemon (ems run) against the simulated sites, real Modbus over loopback, a simulated day each:")
+    for site in args.site or list(DAYS):
+        print("\n".join(daemon_day(args.configs, site, args.speed)), flush=True)
     return 0

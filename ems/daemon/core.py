@@ -55,7 +55,7 @@ MISS_TAU_H = 0.25
 #: ... and a miss larger than max(MISS_MIN_KW, MISS_SHARE x |forecast|) asks for a re-plan. 1 kW is
 #: a kettle; 30 % is about twice the household backtest's half-hour load MAE at short lead times.
 MISS_MIN_KW = 1.0
-MISS_SHARE = 0.3
+MISS_SHARE = 0.15
 #: The measured miss is carried into the next plan's load, fading with this e-folding time [h]
 #: (the forecast module's own level offset fades over 1.5 h).
 NOWCAST_TAU_H = 1.0
@@ -79,7 +79,8 @@ class ActivePlan:
 
     def step_of(self, t: pd.Timestamp) -> int:
         """Index of the schedule step holding ``t`` (0 just before the start)."""
-        return max(int(self.result.schedule.index.searchsorted(t, side="right")) - 1, 0)
+        idx = self.result.schedule.index
+        return max(int(idx.searchsorted(t.as_unit(idx.unit, round_ok=True), side="right")) - 1, 0)
 
     @property
     def peak_kw(self) -> float:

@@ -1,6 +1,9 @@
-"""`ems demo` (for now): the example configs are checked and the example household year is billed."""
+"""`ems demo`: the example configs are checked, the example household year is billed, and the real
+daemon runs a simulated day of a site against the in-process simulator."""
 
 from __future__ import annotations
+
+import re
 
 import numpy as np
 import pandas as pd
@@ -53,8 +56,17 @@ def test_demo_bill_under_the_home_tariff():
     assert bill.total == pytest.approx(sum(m.total for m in bill.months))
 
 
-def test_ems_demo_prints_the_checks_and_the_bill(capsys):
-    assert main(["demo"]) == 0
+def test_ems_demo_prints_the_checks_the_bill_and_the_daemon_day(capsys):
+    assert main(["demo", "--site", "office", "--speed", "4800"]) == 0
     out = capsys.readouterr().out
     assert out.count(": OK") >= 3
     assert "used as Asia/Tokyo clock time" in out and "TOTAL over 11 month(s)" in out
+    daemon = out[out.index("The daemon (ems run)"):]
+    assert "Office V2B (Nagoya): 2024-07-08T08:00+09:00 to 2024-07-08T18:30+09:00, simulated at 4800x" in daemon
+    assert "dispatch ticks every 240 simulated s over Modbus TCP" in daemon
+    peaks = re.search(r"peak \(highest 30-min average import\): ([\d.]+) kW with the EMS, ([\d.]+) kW without", daemon)
+    assert peaks and float(peaks.group(1)) < float(peaks.group(2))      # the cars shaved the office's peak
+    for v, target in (("leaf", 36.1), ("bz4x", 34.0), ("leaf40", 40.8)):
+        left = float(re.search(rf"{v}: left with ([\d.]+) %", daemon).group(1))
+        assert left >= target - 1.0                                        # drivers leave with what they need
+    assert "contract kW before the run" in daemon and "estimated saving" in daemon and "JPY/month of basic charge" in daemon
