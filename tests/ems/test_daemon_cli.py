@@ -1,0 +1,104 @@
+"""``ems run`` and ``ems status`` from the command line: a bounded run, real signals to a daemon
+process (SIGHUP with a broken config file, SIGTERM for a clean stop), and input errors."""
+
+from __future__ import annotations
+
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+
+import pytest
+
+from ems.cli import main
+from tests.ems.daemon_helpers import site_copy
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def test_bounded_run_then_status(tmp_path, capsys):
+    path = site_copy(tmp_path)
+    assert main(["run", "--config", str(path), "--speed", "3600", "--start", "2024-07-08T18:00+09:00",
+                 "--until", "2024-07-08T20:00+09:00"]) == 0
+    assert "plans" in capsys.readouterr().err
+    assert main(["status", "--config", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "month 2024-07" in out and "last plan 2024-07-08T" in out and "v2h1: at 2024-07-08T" in out
+    assert "plug: v2h1: leaf plugged in" in out and "stop: daemon stopped" in out
+
+
+def _events(db) -> list[tuple[str, str]]:
+    con = sqlite3.connect(db)
+    try:
+        return con.execute("select kind, message from events order by id").fetchall()
+    except sqlite3.OperationalError:   # tables not created yet
+        return []
+    finally:
+        con.close()
+
+
+def _wait_for_ticks(db, timeout_s: float = 60.0) -> None:
+    """Until the daemon serves (its signal handlers are installed before the first dispatch tick)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        con = sqlite3.connect(db)
+        try:
+            if con.execute("select count(*) from telemetry").fetchone()[0]:
+                return
+        except sqlite3.OperationalError:
+            pass
+        finally:
+            con.close()
+        time.sleep(0.2)
+    raise AssertionError("no dispatch tick")
+
+
+def _wait_for(db, kind: str, timeout_s: float = 60.0) -> list[tuple[str, str]]:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        ev = _events(db)
+        if any(k == kind for k, _ in ev):
+            return ev
+        time.sleep(0.2)
+    raise AssertionError(f"no {kind} event within {timeout_s} s: {_events(db)}")
+
+
+def test_signals_reload_rejects_a_typo_and_sigterm_stops_cleanly(tmp_path):
+    path = site_copy(tmp_path)
+    db = tmp_path / "ems.sqlite"
+    proc = subprocess.Popen([sys.executable, "-m", "ems.cli", "run", "--config", str(path), "--speed", "60",
+                             "--start", "2024-07-09T02:00+09:00"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        _wait_for_ticks(db)
+        text = path.read_text()
+        path.write_text(text.replace("max_charge_kw: 6", "max_charge_kw: -6", 1))
+        proc.send_signal(signal.SIGHUP)
+        ev = _wait_for(db, "config-rejected")
+        msg = next(m for k, m in ev if k == "config-rejected")
+        assert "chargers[0].max_charge_kw" in msg and "home-v2h.yaml:" in msg
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0, err
+    kinds = [k for k, _ in _events(db)]
+    assert kinds[0] == "start" and kinds[-1] == "stop"      # the daemon kept running on the old config until SIGTERM
+    con = sqlite3.connect(db)
+    try:
+        reasons = {r for (r,) in con.execute("select reason from telemetry")}
+    finally:
+        con.close()
+    assert reasons <= {"plan", "peak-guard"}       # following its plan all along
+
+
+def test_speed_needs_simulated_chargers_and_until_after_start(tmp_path, capsys):
+    path = site_copy(tmp_path, **{r"adapter: \{kind: simulator\}": "adapter: {kind: modbus_tcp, host: 192.0.2.1}"})
+    assert main(["run", "--config", str(path), "--speed", "10"]) == 2
+    assert "every charger must use the simulator adapter" in capsys.readouterr().err
+    ok = site_copy(tmp_path / "b" if (tmp_path / "b").mkdir() is None else tmp_path)
+    assert main(["run", "--config", str(ok), "--speed", "10", "--start", "2024-07-08T18:00+09:00",
+                 "--until", "2024-07-08T17:00+09:00"]) == 2
+    assert "--until" in capsys.readouterr().err
