@@ -10,6 +10,7 @@ are those of :mod:`models.verify`, so an oracle plan replays exactly.
 
 from __future__ import annotations
 
+import bisect
 import datetime as dt
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -205,17 +206,21 @@ def make_fleet(cfg: SiteConfig, span: Span, horizon_h: float, seed: int | None =
     return Fleet(tuple(v.id for v in cfg.vehicles), plugged, target, aset, atrip, actual, expected, seed is not None)
 
 
-def known_stays(fleet: Fleet, now: pd.Timestamp) -> dict[str, list[Stay]] | None:
-    """What a controller knows at ``now``: the actual stays that have begun (the driver enters the
-    departure time at plug-in) and the configured ones after them. None when stays are not drawn."""
-    if not fleet.drawn:
-        return None
+def known_stays(fleet: Fleet, now: pd.Timestamp, end: pd.Timestamp) -> dict[str, list[Stay]]:
+    """The stays a controller knows at ``now`` that overlap [now, end): with drawn stays, the actual
+    ones that have begun (the driver enters the departure time at plug-in) and the configured ones
+    after them; otherwise the configured ones (which are the actual ones)."""
     out = {}
     for vid in fleet.ids:
-        begun = [s for s in fleet.stays[vid] if s.arrive <= now]
+        actual = fleet.stays[vid]
+        first = bisect.bisect_right([s.depart for s in actual], now)   # stays are sorted and disjoint
+        begun = [s for s in actual[first:] if s.arrive <= now]
+        if not fleet.drawn:
+            out[vid] = [s for s in actual[first:] if s.arrive < end]
+            continue
         last = begun[-1].depart if begun else now
-        later = [s for s in fleet.expected[vid] if s.arrive > now and s.arrive >= last]
-        out[vid] = begun[-2:] + later
+        later = [s for s in fleet.expected[vid] if now < s.arrive < end and s.arrive >= last]
+        out[vid] = begun + later
     return out
 
 

@@ -176,7 +176,8 @@ class Mpc(Controller):
             self.unplanned += 1
             return self.guard({}, math.inf, 0.0, have_plan=False)
         fc = self.forecaster.forecast(now, self.hours)
-        res = self.planner.plan(now, fc.pv_kw, fc.load_kw, state, stays=known_stays(sim.fleet, now))
+        stays = known_stays(sim.fleet, now, now + pd.Timedelta(hours=self.hours))
+        res = self.planner.plan(now, fc.pv_kw, fc.load_kw, state, stays=stays)
         self.plans += 1
         self.fallbacks += bool(res.summary.get("fallback"))
         planned = plan_flows(self.cfg, res.schedule.iloc[:1], res.assignment.iloc[:1])(0)
