@@ -163,12 +163,18 @@ class Store:
 
     def set_state(self, key: str, value: Any) -> None:
         """Persist a small piece of daemon state (JSON-serialisable)."""
-        text = json.dumps(value, default=str)
+        self.set_states({key: value})
+
+    def set_states(self, values: dict[str, Any]) -> None:
+        """Persist several pieces of daemon state in one transaction."""
         with self.engine.begin() as con:
-            if con.execute(sa.select(STATE.c.key).where(STATE.c.key == key)).first() is None:
-                con.execute(STATE.insert().values(key=key, value_json=text))
-            else:
-                con.execute(STATE.update().where(STATE.c.key == key).values(value_json=text))
+            known = {k for (k,) in con.execute(sa.select(STATE.c.key).where(STATE.c.key.in_(list(values))))}
+            for key, value in values.items():
+                text = json.dumps(value, default=str)
+                if key in known:
+                    con.execute(STATE.update().where(STATE.c.key == key).values(value_json=text))
+                else:
+                    con.execute(STATE.insert().values(key=key, value_json=text))
 
     def apply_retention(self, now: pd.Timestamp, days: int) -> dict[str, int]:
         """Delete telemetry, plans and events older than ``days``; monthly peaks are kept forever."""

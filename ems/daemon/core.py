@@ -61,6 +61,9 @@ MISS_SHARE = 0.15
 NOWCAST_TAU_H = 1.0
 #: After a failed device start the next attempt waits this many real seconds (no connect storm).
 RECONNECT_S = 1.0
+#: Stays are expanded this far either side of now and re-expanded when now comes within it of an end.
+#: A stay lasts at most a week (a window may run to the same weekday next week): 8 days cover it.
+STAY_MARGIN = pd.Timedelta(days=8)
 #: Dispatch tick latencies kept for statistics (a day at a 5-s tick is 17,280 ticks).
 LATENCY_KEEP = 20000
 
@@ -149,6 +152,8 @@ class Daemon:
         self.dispatch_interval_s = dispatch_interval_s or cfg.daemon.dispatch_interval_s
         self.real_clock = real_clock
         self.planner = Planner(cfg)
+        self._is_holiday = holiday_calendar(cfg.tariff)
+        self._stays: dict[str, tuple[pd.Timestamp | None, pd.Timestamp | None, list]] = {}
         self._forecaster: Any = None
         self._forecast: Any = None
         self._forecast_origin: pd.Timestamp | None = None
@@ -175,6 +180,7 @@ class Daemon:
         self._meter_next_connect = 0.0
         self._interval_override = dispatch_interval_s is not None
         self.started = False
+        self._stopped = False
 
     # ----------------------------------------------------------------- lifecycle
     async def start(self) -> None:
@@ -190,7 +196,12 @@ class Daemon:
         self.started = True
 
     async def stop(self) -> None:
-        """Clean exit: wait for running jobs, every unit to 0 W with remote control released, store flushed."""
+        """Clean exit: wait for running jobs, every unit to 0 W with remote control released, store flushed.
+
+        Safe to call after a failed :meth:`start` and more than once."""
+        if self._stopped:
+            return
+        self._stopped = True
         async with self.plan_lock, self.io_lock:
             for u in self.units:
                 if u.adapter.started:
@@ -251,13 +262,11 @@ class Daemon:
     def _persist(self, now: pd.Timestamp) -> None:
         """Save what a restart needs (SOC, departures, the open window, the simulated time)."""
         cur = self.window.current
-        self.store.set_state("soc_kwh", self.soc_kwh)
-        self.store.set_state("departures", self.departures)
-        self.store.set_state("now", now.isoformat())
+        state: dict[str, Any] = {"soc_kwh": self.soc_kwh, "departures": self.departures, "now": now.isoformat()}
         if cur is not None and self.window.last_t is not None:
-            self.store.set_state("window", {"start": cur.start.isoformat(), "import_kwh": cur.import_kwh,
-                                            "observed_h": cur.observed_h, "t": self.window.last_t.isoformat(),
-                                            "counter_kwh": self.window.last_counter})
+            state["window"] = {"start": cur.start.isoformat(), "import_kwh": cur.import_kwh, "observed_h": cur.observed_h,
+                               "t": self.window.last_t.isoformat(), "counter_kwh": self.window.last_counter}
+        self.store.set_states(state)
 
     def _month_of(self, t: pd.Timestamp) -> str:
         """Billing month "YYYY-MM" of ``t`` (tariff time zone)."""
@@ -443,9 +452,15 @@ class Daemon:
             self.request_replan("grid-restored")
 
     def _stay(self, v: Vehicle, now: pd.Timestamp):
-        """The configured stay of ``v`` holding ``now`` (None if it is not expected here now)."""
-        found = stays(v, now - pd.Timedelta(days=1), now + pd.Timedelta(minutes=1), self.cfg.zone,
-                      holiday_calendar(self.cfg.tariff))
+        """The configured stay of ``v`` holding ``now`` (None if it is not expected here now).
+
+        Stays are expanded for four days around ``now`` and reused while ``now`` stays in the middle
+        two (expanding the weekly windows and the holiday calendar every tick cost ~3 ms a car)."""
+        lo, hi, found = self._stays.get(v.id, (None, None, []))
+        if lo is None or not lo + STAY_MARGIN <= now < hi - STAY_MARGIN:
+            lo, hi = now - 2 * STAY_MARGIN, now + 2 * STAY_MARGIN
+            found = stays(v, lo, hi, self.cfg.zone, self._is_holiday)
+            self._stays[v.id] = (lo, hi, found)
         return next((s for s in found if s.arrive <= now < s.depart), None)
 
     # ----------------------------------------------------------------- planning
@@ -834,6 +849,7 @@ class Daemon:
             return False
         self.cfg = new
         self.planner = Planner(new)
+        self._is_holiday, self._stays = holiday_calendar(new.tariff), {}
         self._forecaster, self._forecast, self._forecast_origin = None, None, None
         if not self._interval_override:
             self.dispatch_interval_s = new.daemon.dispatch_interval_s

@@ -31,6 +31,7 @@ import datetime as dt
 import logging
 import os
 import signal
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -56,6 +57,11 @@ log = logging.getLogger(__name__)
 #: Least real time between two dispatch ticks [s]: a tick costs 5-20 ms on a 2-core gateway
 #: (bench/daemon.py), so 50 ms leaves the event loop time for the other jobs and the simulator.
 MIN_REAL_TICK_S = 0.05
+#: The interpreter's thread switch interval while the daemon runs [s] (Python's default: 5 ms). The
+#: planner's pyomo build holds the GIL in the worker thread; a dispatch tick waiting for it lost up
+#: to 5 ms at each of its ~20 await points. At 0.5 ms the office tick's p99 fell from 160 to 64 ms
+#: while a plan was solving (bench/daemon.py), and a plan took 20 % longer.
+SWITCH_INTERVAL_S = 0.0005
 #: How often the config file's modification time is checked [real s].
 CONFIG_POLL_S = 2.0
 
@@ -151,6 +157,8 @@ class Service:
         return out, (MeterAdapter(mp) if mp is not None else None)
 
     async def __aenter__(self) -> Service:
+        self._switch = sys.getswitchinterval()
+        sys.setswitchinterval(SWITCH_INTERVAL_S)
         port = None
         if self.sim is not None:
             port = await asyncio.to_thread(self.sim.start)
@@ -174,13 +182,14 @@ class Service:
     async def _close(self) -> None:
         """Daemon stopped (0 W, control released), store closed, simulator stopped."""
         try:
-            if self.daemon is not None and self.daemon.started:
+            if self.daemon is not None:
                 await self.daemon.stop()
         finally:
             if self.store is not None:
                 self.store.close()
             if self.sim is not None:
                 await asyncio.to_thread(self.sim.stop)
+            sys.setswitchinterval(self._switch)
 
     # ----------------------------------------------------------------- scheduling
     def _schedule(self) -> AsyncIOScheduler:
