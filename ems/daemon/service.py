@@ -205,7 +205,8 @@ class Service:
 
         sched.add_job(plan_job, SimTimeTrigger(self.clock, self.cfg.planner.step_minutes * 60, zone), id="plan")
         sched.add_job(d.dispatch_once, SimTimeTrigger(self.clock, d.dispatch_interval_s, zone), id="dispatch")
-        sched.add_job(d.heartbeat_once, IntervalTrigger(seconds=self.cfg.daemon.heartbeat_interval_s), id="heartbeat")
+        beat = min([self.cfg.daemon.heartbeat_interval_s] + [u.adapter.refresh_interval_s for u in d.units])
+        sched.add_job(d.heartbeat_once, IntervalTrigger(seconds=beat), id="heartbeat")
         sched.add_job(d.refresh_forecast, SimTimeTrigger(self.clock, self.cfg.daemon.forecast_refresh_minutes * 60, zone),
                       id="forecast")
         sched.add_job(d.housekeeping_job, SimTimeTrigger(self.clock, 86400, zone), id="retention")

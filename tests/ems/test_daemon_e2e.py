@@ -6,6 +6,7 @@ happened."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 
@@ -123,3 +124,32 @@ def test_store_holds_the_run(day):
     assert set(st["devices"]) == units and not any(r["plugged"] for r in st["devices"].values())   # all left
     gaps = t["ts"].drop_duplicates().diff().dt.total_seconds().dropna() / day["interval"]
     assert np.median(gaps) == pytest.approx(1.0, abs=0.05)    # ticks on the dispatch interval
+
+
+def test_simulator_down_mid_run_the_daemon_keeps_running_and_takes_control_back(tmp_path):
+    cfg = load_site(site_copy(tmp_path))
+    seen = {}
+
+    async def scenario():
+        # 30 % at 02:00 cannot make 80 % by 07:30: the safe rule charges at full power all along
+        clock = SimClock(pd.Timestamp("2024-07-09T02:00+09:00"), 600)
+        async with Service(cfg, clock=clock, initial_soc_pct=30, reversion_timeout_s=2) as svc:
+            st = svc.sim
+            serving = asyncio.create_task(svc.serve(pd.Timestamp("2024-07-09T03:40+09:00")))
+            await asyncio.sleep(2.0)
+            seen["before"] = st.sim.snapshot().unit("v2h1")
+            await asyncio.to_thread(st.call, st.sim.stop)                 # the simulator's server dies
+            await asyncio.sleep(3.0)                                      # longer than the unit's 2-s watchdog
+            seen["down"] = st.sim.snapshot().unit("v2h1")
+            await asyncio.to_thread(st.call, st.sim.start)
+            await asyncio.sleep(2.0)
+            seen["after"] = st.sim.snapshot().unit("v2h1")
+            await serving
+            seen["events"] = [e["kind"] for e in svc.store.events(limit=500)]
+            seen["reasons"] = svc.store.telemetry()["reason"].tolist()
+    run(scenario())
+    assert seen["before"].charge_kw > 0 and seen["before"].remote_enabled
+    assert seen["down"].reverted and seen["down"].setpoint_kw == 0 and seen["down"].charge_kw == 0
+    assert seen["after"].charge_kw > 0 and not seen["after"].reverted
+    assert {"device-fault", "device-recovered"} <= set(seen["events"])
+    assert "unreachable" in seen["reasons"] and seen["reasons"][-1] in ("plan", "peak-guard", "fallback")
