@@ -34,7 +34,6 @@ import signal
 import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -46,7 +45,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 from adapters import ChargerAdapter, MeterAdapter
 from adapters.sim import SimulatorThread
 from ems.clock import Clock, ManualClock, SimClock, WallClock
-from ems.config import SimulatorAdapter, SiteConfig, load_site
+from ems.config import SimulatorAdapter, SiteConfig
 from ems.daemon.core import Daemon
 from ems.devices import charger_params, meter_params, sim_address, sim_site
 from ems.errors import ConfigError, Problem
@@ -308,8 +307,3 @@ async def run_site(cfg: SiteConfig, *, clock: Clock, until: pd.Timestamp | None 
         await svc.serve(until, signals=signals)
         assert svc.daemon is not None
         return svc.daemon
-
-
-def load_for_run(path: str | Path) -> SiteConfig:
-    """The site config for ``ems run`` (errors name file and line)."""
-    return load_site(path)

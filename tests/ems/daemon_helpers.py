@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from ems.clock import ManualClock
-from ems.config import SiteConfig, load_site
+from ems.config import SiteConfig
 from ems.daemon import Service
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
@@ -57,10 +57,6 @@ def manual_service(cfg: SiteConfig, start: str, **kw) -> tuple[Service, ManualCl
     """A service on a manual clock; the simulator follows the same clock."""
     clock = ManualClock(pd.Timestamp(start))
     return Service(cfg, clock=clock, **kw), clock
-
-
-def load(path: Path) -> SiteConfig:
-    return load_site(path)
 
 
 def set_load(svc: Service, load_kw: float, pv_kw: float = 0.0) -> None:

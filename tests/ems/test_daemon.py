@@ -311,3 +311,22 @@ def test_window_account_splits_energy_at_the_boundary_and_trusts_the_counter():
     assert acc.current.import_kwh == pytest.approx(0.5) and acc.current.observed_h == pytest.approx(10 / 60)
     acc.update(t + pd.Timedelta(minutes=25), 2.0, 50.0)                  # counter reset: trapezoid instead
     assert acc.current.import_kwh == pytest.approx(0.5 + 2.0 * 5 / 60)
+
+
+def test_new_month_replans_with_last_month_in_the_ratchet_history(home, tmp_path):
+    replay = constant_replay(tmp_path, "2024-07-31T23:00+09:00", 2, 3.0)
+    svc, clock = manual_service(home, "2024-07-31T23:20+09:00", initial_soc_pct=85, replay=replay)
+
+    async def scenario():
+        async with svc:
+            d = svc.daemon
+            for _ in range(8):
+                clock.timeleap(300)
+                await d.dispatch_once()
+            assert d.replan_reason == "new-month" and "new-month" in kinds(svc)
+            july = svc.store.month_peaks()["2024-07"]
+            assert july > 0
+            await d.plan_once(d.replan_reason)
+            inputs = svc.store.last_plan()["inputs"]
+            assert inputs["peak_history_kw"]["2024-07"] == july and inputs["month_peak_kw"] == 0.0
+    run(scenario())
