@@ -682,8 +682,8 @@ class Daemon:
                 floor += reserve * max(soc - floor, 0.0) / above / (c.discharge_efficiency_pct / 100)
             target, hours = 0.0, math.inf
             dep = self._departure(v, now) if v is not None else None
-            if dep is not None:
-                target, hours = dep
+            if dep is not None:   # one tick less: what this tick discharges cannot be charged back within it
+                target, hours = dep[0], max(dep[1] - self.dispatch_interval_s / 3600, 0.0)
             rules[c.id] = UnitRules(min(floor, cap), target, hours)
             floor_pct[c.id] = 100 * min(floor, cap) / cap
         return states, rules, floor_pct
