@@ -137,19 +137,23 @@ class Daemon:
     ``chargers``: one adapter per configured charger (same order as ``cfg.chargers``);
     ``meter``: the site meter or None (then the site import is not measured: the guard sees only
     the chargers). ``real_clock`` gives real (or, in tests, manual) seconds for the reconnect
-    pacing. ``dispatch_interval_s`` overrides ``cfg.daemon.dispatch_interval_s`` [simulated s].
+    pacing. ``dispatch_interval_s`` overrides ``cfg.daemon.dispatch_interval_s`` [simulated s], which
+    is otherwise raised to at least ``min_dispatch_s``.
     """
 
     def __init__(self, cfg: SiteConfig, clock: Clock, store: Store, chargers: list[ChargerAdapter],
                  meter: MeterAdapter | None = None, *, history: pd.DataFrame | None = None,
-                 dispatch_interval_s: float | None = None, real_clock: Callable[[], float] = time.monotonic):
+                 dispatch_interval_s: float | None = None, min_dispatch_s: float = 0.0,
+                 real_clock: Callable[[], float] = time.monotonic):
         self.cfg = cfg
         self.clock = clock
         self.store = store
         self.meter = meter
         self.units = [UnitLink(c, a) for c, a in zip(cfg.chargers, chargers, strict=True)]
         self.history = history
-        self.dispatch_interval_s = dispatch_interval_s or cfg.daemon.dispatch_interval_s
+        self._interval_override = dispatch_interval_s
+        self._min_dispatch_s = min_dispatch_s
+        self.dispatch_interval_s = dispatch_interval_s or max(cfg.daemon.dispatch_interval_s, min_dispatch_s)
         self.real_clock = real_clock
         self.planner = Planner(cfg)
         self._is_holiday = holiday_calendar(cfg.tariff)
@@ -178,7 +182,6 @@ class Daemon:
         self.io_lock = asyncio.Lock()
         self._meter_started = False
         self._meter_next_connect = 0.0
-        self._interval_override = dispatch_interval_s is not None
         self.started = False
         self._stopped = False
 
@@ -852,7 +855,7 @@ class Daemon:
         self._is_holiday, self._stays = holiday_calendar(new.tariff), {}
         self._forecaster, self._forecast, self._forecast_origin = None, None, None
         if not self._interval_override:
-            self.dispatch_interval_s = new.daemon.dispatch_interval_s
+            self.dispatch_interval_s = max(new.daemon.dispatch_interval_s, self._min_dispatch_s)
         self.units = [UnitLink(c, u.adapter, u.state, u.fault, u.next_connect_real, u.plugged, u.vehicle, u.setpoint)
                       for c, u in zip(new.chargers, self.units)]
         self.event("config-reloaded", f"{path}: applied", file=path)

@@ -99,11 +99,14 @@ def wall_seconds(clock: Clock, zero: pd.Timestamp) -> Callable[[], float]:
     return lambda: (clock.now() - zero).total_seconds() / clock.speed
 
 
+def min_dispatch_s(clock: Clock) -> float:
+    """Least dispatch interval [simulated s]: MIN_REAL_TICK_S real seconds (none on a manual clock)."""
+    return 0.0 if isinstance(clock, ManualClock) else clock.speed * MIN_REAL_TICK_S
+
+
 def effective_dispatch_s(cfg: SiteConfig, clock: Clock) -> float:
     """The dispatch interval [simulated s]: the configured one, at least MIN_REAL_TICK_S real seconds."""
-    if isinstance(clock, ManualClock):
-        return cfg.daemon.dispatch_interval_s
-    return max(cfg.daemon.dispatch_interval_s, clock.speed * MIN_REAL_TICK_S)
+    return max(cfg.daemon.dispatch_interval_s, min_dispatch_s(clock))
 
 
 class Service:
@@ -136,7 +139,7 @@ class Service:
                             initial_soc_pct=initial_soc_pct)
             self.sim = SimulatorThread(site, host=host, port=port, clock=self.real)
         self.database = database or cfg.daemon.database
-        self.dispatch_interval_s = dispatch_interval_s or effective_dispatch_s(cfg, self.clock)
+        self.dispatch_interval_s = dispatch_interval_s
         self.reversion_timeout_s = reversion_timeout_s
         self.store: Store | None = None
         self.daemon: Daemon | None = None
@@ -165,7 +168,8 @@ class Service:
             self.store = Store(self.database)
             chargers, meter = self._adapters(port)
             self.daemon = Daemon(self.cfg, self.clock, self.store, chargers, meter,
-                                 dispatch_interval_s=self.dispatch_interval_s, real_clock=self.real)
+                                 dispatch_interval_s=self.dispatch_interval_s, min_dispatch_s=min_dispatch_s(self.clock),
+                                 real_clock=self.real)
             await self.daemon.start()
         except BaseException:
             await self._close()
@@ -244,9 +248,13 @@ class Service:
     def reload(self) -> bool:
         """Reload the config file (SIGHUP, file change); the daemon keeps the old one if it is invalid."""
         assert self.daemon is not None and self.config_path
+        before = self.daemon.dispatch_interval_s
         ok = self.daemon.reload_config(self.config_path)
         if ok:
             self.cfg = self.daemon.cfg
+            if self.daemon.dispatch_interval_s != before and self.scheduler is not None and self.scheduler.running:
+                self.scheduler.reschedule_job("dispatch", trigger=SimTimeTrigger(
+                    self.clock, self.daemon.dispatch_interval_s, self.cfg.tariff.timezone))
         return ok
 
     def stop(self) -> None:

@@ -250,9 +250,10 @@ def test_config_typo_is_rejected_and_the_old_config_keeps_running(tmp_path):
             line = next(i for i, t in enumerate(path.read_text().splitlines(), 1) if "peak_guard_margin_kw: fast" in t)
             assert ev["severity"] == "error" and f"home-v2h.yaml:{line}" in ev["message"] and "peak_guard_margin_kw" in ev["message"]
             assert (await d.dispatch_once())[0].reason in ("plan", "peak-guard")      # still running on the old config
-            path.write_text(text.replace("dispatch_interval_s: 5", "dispatch_interval_s: 5\n  peak_guard_margin_kw: 1.5"))
+            path.write_text(text.replace("dispatch_interval_s: 5", "dispatch_interval_s: 10\n  peak_guard_margin_kw: 1.5"))
             await svc._watch_config()                    # the file changed: picked up by the watcher
             assert d.cfg.daemon.peak_guard_margin_kw == 1.5 and d.replan_reason == "config"
+            assert d.dispatch_interval_s == 10
             assert "config-reloaded" in kinds(svc)
             path.write_text(text.replace("id: v2h1", "id: v2h9").replace("chargers: [v2h1]", "chargers: [v2h9]"))
             assert not svc.reload() and "needs a restart" in svc.store.events(kind="config-rejected")[0]["message"]
