@@ -61,6 +61,8 @@ MIN_REAL_TICK_S = 0.05
 #: to 5 ms at each of its ~20 await points. At 0.5 ms the office tick's p99 fell from 160 to 64 ms
 #: while a plan was solving (bench/daemon.py), and a plan took 20 % longer.
 SWITCH_INTERVAL_S = 0.0005
+#: Real time within which a fire counts as at its boundary [s] (the scheduler's clocks agree far closer).
+FIRE_SLACK_REAL_S = 0.01
 #: How often the config file's modification time is checked [real s].
 CONFIG_POLL_S = 2.0
 
@@ -78,9 +80,10 @@ class SimTimeTrigger(BaseTrigger):
         """The real time at which the clock reaches the next boundary after now (or after the last fire)."""
         sim_now = self.clock.now()
         ref = sim_now
-        if previous_fire_time is not None:   # half a period past the last fire: never the same boundary twice
+        if previous_fire_time is not None:   # never the same boundary twice (the last fire time, mapped back to
+            # simulated time, may fall a hair before its boundary); an off-grid fire (a re-plan now) keeps the grid
             prev_sim = sim_now + pd.Timedelta(seconds=(previous_fire_time - now).total_seconds() * self.clock.speed)
-            ref = max(ref, prev_sim + self.period / 2)
+            ref = max(ref, prev_sim + min(self.period / 2, pd.Timedelta(seconds=FIRE_SLACK_REAL_S * self.clock.speed)))
         nxt = ref.tz_convert(self.zone).floor(self.period) + self.period
         return now + dt.timedelta(seconds=max((nxt - sim_now).total_seconds(), 0.0) / self.clock.speed)
 

@@ -298,6 +298,8 @@ def test_trigger_fires_on_the_simulated_half_hours():
     assert (first - now).total_seconds() == pytest.approx(1.0, abs=0.05)     # 60 simulated seconds to 18:30
     second = trig.get_next_fire_time(first - dt.timedelta(milliseconds=3), now)
     assert (second - first).total_seconds() == pytest.approx(30.0, abs=0.05)  # never the same boundary twice
+    replan = now + dt.timedelta(seconds=0.5)    # a re-plan ran off the grid at 18:29:30: the 18:30 plan still comes
+    assert (trig.get_next_fire_time(replan, now) - now).total_seconds() == pytest.approx(1.0, abs=0.05)
     manual = SimTimeTrigger(ManualClock(pd.Timestamp("2024-07-08T18:29:58+09:00")), 5)
     assert (manual.get_next_fire_time(None, now) - now).total_seconds() == pytest.approx(2.0)
 
