@@ -10,6 +10,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from ems.billing import compute_bill, read_meter_csv
 from ems.cli import main
@@ -265,3 +267,43 @@ def test_fill_gaps_takes_the_same_clock_time_of_the_day_before(tmp_path, office_
     assert res.figures["data_cells_filled"] == {"load_kw": 2, "pv_kw": 3}
     assert res.load_kw[60] == frame.loc[12, "load_kw"] and res.load_kw[61] == frame.loc[13, "load_kw"]
     assert res.pv_kw[100] == frame.loc[52, "pv_kw"]
+
+
+@pytest.fixture(scope="module")
+def office_sim_inputs(office_days):
+    cfg = load_site(OFFICE)
+    span = read_span(cfg, office_days)
+    return cfg, span, make_fleet(cfg, span, 48)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.tuples(st.integers(0, 2), st.floats(-2, 9), st.floats(-2, 9), st.floats(0, 60)), min_size=1, max_size=6),
+       st.integers(0, 4 * 48 - 1))
+def test_site_physics_balance_and_limits(office_sim_inputs, wishes, start):
+    """Whatever a strategy asks: power balance, ratings, SOC within [min, max] (or its start), no car
+    energy into the grid, and the SOC moves by the efficiencies."""
+    from ems.study.site import Flow, SiteSim, initial_soc_kwh
+    cfg, span, fleet = office_sim_inputs
+    sim = SiteSim(cfg, span, fleet, initial_soc_kwh(cfg))
+    sim.t = start
+    sim.soc = np.array([v.capacity_kwh * 0.5 for v in cfg.vehicles])
+    before = sim.soc.copy()
+    flows = {v: Flow(v, ch, dis, floor) for v, ch, dis, floor in wishes}
+    sim.step(flows)
+    r, t = sim.rec, start
+    net = span.load_kw[t] - span.pv_kw[t] + r.charge_kw[:, t].sum() - r.discharge_kw[:, t].sum()
+    assert r.import_kw[t] - r.export_kw[t] - r.curtail_kw[t] == pytest.approx(net, abs=1e-9)
+    assert r.import_kw[t] >= 0 and r.export_kw[t] == 0                       # office: export limit 0
+    assert net >= min(span.load_kw[t] - span.pv_kw[t], 0) - 1e-9              # no vehicle energy exported
+    for v, veh in enumerate(cfg.vehicles):
+        ch, dis = r.charge_kw[v, t], r.discharge_kw[v, t]
+        assert 0 <= ch <= 6 + 1e-12 and 0 <= dis <= 6 + 1e-12 and ch * dis == 0
+        if not fleet.plugged[v, t]:
+            assert ch == dis == 0
+        end = before[v] + (0.95 * ch - dis / 0.95) * 0.5
+        arrived = not np.isnan(fleet.arrival_set_kwh[v, t + 1]) if t + 1 < len(span.index) else False
+        if not arrived:
+            assert sim.soc[v] == pytest.approx(end, abs=1e-9)
+            assert sim.soc[v] <= max(before[v], veh.max_soc_pct / 100 * veh.capacity_kwh) + 1e-9
+            floor = max(veh.min_soc_pct / 100 * veh.capacity_kwh, flows[v].floor_kwh if v in flows else 0.0)
+            assert dis == 0 or sim.soc[v] >= floor - 1e-9
