@@ -5,7 +5,8 @@
   example site at ``--speed`` (default 2400x; the dispatch interval is then 120 simulated s, the
   least real time between ticks being 50 ms): wall time, plans per second of wall time, dispatch
   tick latency (read meter and units, decide, write setpoints with read-back, store telemetry)
-  median and p99, jobs skipped because the previous run was still going;
+  median and p99, also split into ticks that overlapped a plan being solved (both want the GIL)
+  and the others, jobs skipped because the previous run was still going;
 - ``month``: the home site for 28 simulated days driven cycle by cycle on a manual clock as fast as
   the machine goes (fast mode: a plan every 30 minutes as in production, but a dispatch tick every
   ``--month-dispatch-s`` simulated seconds, default 300, instead of 5, i.e. 8,064 ticks instead of
@@ -53,24 +54,36 @@ def latency_ms(values) -> dict[str, float]:
             "max": round(float(ms.max()), 1)}
 
 
-def day(site: str, speed: float, tmp: Path) -> dict:
+def split_latency(stats) -> dict:
+    """Tick latency of the ticks that overlapped a plan being solved, and of the others."""
+    ticks, planning = np.asarray(stats.tick_seconds), np.asarray(stats.tick_during_plan, dtype=bool)
+    out = {"ticks_during_plan": int(planning.sum())}
+    if planning.any():
+        out["tick_latency_ms_during_plan"] = latency_ms(ticks[planning])
+    if (~planning).any():
+        out["tick_latency_ms_no_plan"] = latency_ms(ticks[~planning])
+    return out
+
+
+def day(site: str, speed: float, tmp: Path, solver_process: bool = False) -> dict:
     """One simulated day through the scheduler at ``speed``."""
     name, start = DAYS[site]
     cfg = load_site(ROOT / "configs" / name)
     t0 = pd.Timestamp(start)
 
     async def run():
-        async with Service(cfg, clock=SimClock(t0, speed), database=str(tmp / f"{site}-day.sqlite")) as svc:
+        async with Service(cfg, clock=SimClock(t0, speed), database=str(tmp / f"{site}-day-{solver_process}.sqlite"),
+                           solver_process=solver_process) as svc:
             wall = time.perf_counter()
             await svc.serve(t0 + pd.Timedelta(days=1))
             return svc.daemon, time.perf_counter() - wall
     d, wall = asyncio.run(run())
     s = d.stats
-    return {"site": site, "speed": speed, "dispatch_interval_s": d.dispatch_interval_s, "wall_s": round(wall, 2),
+    return {"site": site, "solver": "process" if solver_process else "thread", "speed": speed, "dispatch_interval_s": d.dispatch_interval_s, "wall_s": round(wall, 2),
             "plans": s.plans, "plans_per_s": round(s.plans / wall, 2),
             "plan_s_median": round(statistics.median(s.plan_seconds), 3), "ticks": s.ticks,
             "ticks_expected": int(86400 / d.dispatch_interval_s), "skipped_jobs": s.skipped_jobs,
-            "tick_latency_ms": latency_ms(s.tick_seconds), "units": len(cfg.chargers)}
+            "tick_latency_ms": latency_ms(s.tick_seconds), **split_latency(s), "units": len(cfg.chargers)}
 
 
 def month(dispatch_s: float, tmp: Path) -> dict:

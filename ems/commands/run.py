@@ -55,6 +55,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--start", metavar="ISO8601", help="simulated start time with offset (default: now)")
     p.add_argument("--until", metavar="ISO8601", help="stop at this (simulated) time (default: run until a signal)")
     p.add_argument("--database", metavar="PATH_OR_URL", help="override daemon.database")
+    p.add_argument("--solver", choices=("process", "thread"), default="process",
+                   help="where plans are solved: a worker process (default; the pyomo build never delays a dispatch "
+                        "tick) or a worker thread (less memory)")
     p.add_argument("--dispatch-interval", type=_positive, metavar="S",
                    help="dispatch interval in simulated seconds (default: daemon.dispatch_interval_s, "
                         "at least speed x 0.05 s)")
@@ -72,7 +75,8 @@ def run(args: argparse.Namespace) -> int:
     if until is not None and until <= clock.now():
         raise DataError(Problem("--until", None, "--until", args.until, f"must be after the start {clock.now().isoformat()}"))
     daemon = asyncio.run(run_site(cfg, clock=clock, until=until, signals=True, config_path=args.config,
-                                  database=args.database, dispatch_interval_s=args.dispatch_interval))
+                                  database=args.database, dispatch_interval_s=args.dispatch_interval,
+                                  solver_process=args.solver == "process"))
     s = daemon.stats
     print(f"daemon stopped at {daemon.clock.now().tz_convert(cfg.zone).isoformat()}: {s.plans} plans, {s.ticks} dispatch "
           f"ticks, store {daemon.store.url}", file=sys.stderr)

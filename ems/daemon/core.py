@@ -27,7 +27,8 @@ import math
 import time
 from collections import deque
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+import multiprocessing
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -125,6 +126,7 @@ class Stats:
     plans: int = 0
     plan_seconds: list[float] = field(default_factory=list)
     tick_seconds: deque = field(default_factory=lambda: deque(maxlen=LATENCY_KEEP))
+    tick_during_plan: deque = field(default_factory=lambda: deque(maxlen=LATENCY_KEEP))   # a plan was solving
     replans: dict[str, int] = field(default_factory=dict)
     skipped_jobs: int = 0
     charged_kwh: float = 0.0
@@ -144,7 +146,7 @@ class Daemon:
     def __init__(self, cfg: SiteConfig, clock: Clock, store: Store, chargers: list[ChargerAdapter],
                  meter: MeterAdapter | None = None, *, history: pd.DataFrame | None = None,
                  dispatch_interval_s: float | None = None, min_dispatch_s: float = 0.0,
-                 real_clock: Callable[[], float] = time.monotonic):
+                 real_clock: Callable[[], float] = time.monotonic, solver_process: bool = False):
         self.cfg = cfg
         self.clock = clock
         self.store = store
@@ -178,6 +180,8 @@ class Daemon:
         self.on_replan: Callable[[str], None] | None = None
         self.stats = Stats()
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ems-plan")
+        self.solver_process = solver_process
+        self._solver: ProcessPoolExecutor | None = None
         self.plan_lock = asyncio.Lock()
         self.io_lock = asyncio.Lock()
         self._meter_started = False
@@ -220,6 +224,7 @@ class Daemon:
             self._persist(self.clock.now())
             self.event("stop", "daemon stopped: setpoints 0 W, remote control released")
         self._pool.shutdown(wait=True)
+        self._close_solver()
         self.started = False
 
     def event(self, kind: str, message: str, severity: str = "info", **data: Any) -> None:
@@ -554,7 +559,7 @@ class Daemon:
             load = self._nowcast(self._forecast.load_kw, now)
             t0 = time.perf_counter()
             try:
-                result = await loop.run_in_executor(self._pool, self._solve, start, self._forecast.pv_kw, load, state, outage)
+                result = await loop.run_in_executor(*self._solve_call(), start, self._forecast.pv_kw, load, state, outage)
             except Exception as exc:  # noqa: BLE001 - any solver/model failure: the safe rule, never a crash
                 log.exception("planning failed")
                 self.event("plan-failed", f"planning failed: {type(exc).__name__}: {exc}; using the safe rule", "error")
@@ -578,6 +583,22 @@ class Daemon:
             else:
                 self._set_fallback(now, plan.unusable)
             return plan
+
+    def _solve_call(self) -> tuple[Any, Callable[..., PlanResult]]:
+        """Where the solve runs: the worker thread, or (``solver_process``) a worker process that
+        keeps its own persistent planner, so the pyomo build never competes with dispatch for the GIL."""
+        if not self.solver_process:
+            return self._pool, self._solve
+        if self._solver is None:
+            self._solver = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"),
+                                               initializer=_solver_init, initargs=(self.cfg,))
+        return self._solver, _solver_plan
+
+    def _close_solver(self) -> None:
+        """Stop the solver process (a new one starts with the next plan)."""
+        if self._solver is not None:
+            self._solver.shutdown(wait=True)
+            self._solver = None
 
     def _solve(self, start, pv, load, state, outage) -> PlanResult:
         """Run in the worker thread: the planner (HiGHS through pyomo)."""
@@ -731,6 +752,7 @@ class Daemon:
         """One dispatch tick: observe, decide, write, record. Device faults never end the daemon."""
         async with self.io_lock:
             t0 = time.perf_counter()
+            planning = self.plan_lock.locked()
             now = self.clock.now()
             reading = await self._observe(now)
             plan = self.plan
@@ -768,6 +790,7 @@ class Daemon:
             self._record(now, setpoints, site_kw)
             self.stats.ticks += 1
             self.stats.tick_seconds.append(time.perf_counter() - t0)
+            self.stats.tick_during_plan.append(planning or self.plan_lock.locked())
             return setpoints
 
     async def _write(self, setpoints: list[Setpoint], floor_pct: dict[str, float]) -> None:
@@ -852,6 +875,9 @@ class Daemon:
             return False
         self.cfg = new
         self.planner = Planner(new)
+        if self._solver is not None:   # the solver process plans for the old config: replaced at the next plan
+            solver, self._solver = self._solver, None
+            solver.shutdown(wait=False)
         self._is_holiday, self._stays = holiday_calendar(new.tariff), {}
         self._forecaster, self._forecast, self._forecast_origin = None, None, None
         if not self._interval_override:
@@ -872,3 +898,18 @@ class Daemon:
         if new.tariff.timezone != self.cfg.tariff.timezone:
             out.append("the tariff's time zone changed")
         return out
+
+
+_SOLVER: Planner | None = None   # the planner of a solver process (see Daemon._solve_call)
+
+
+def _solver_init(cfg: SiteConfig) -> None:
+    """Solver process start: one persistent planner for the site."""
+    global _SOLVER
+    _SOLVER = Planner(cfg)
+
+
+def _solver_plan(start, pv, load, state, outage) -> PlanResult:
+    """One plan in the solver process."""
+    assert _SOLVER is not None
+    return _SOLVER.plan(start, pv, load, state, outage=outage)

@@ -117,13 +117,14 @@ class Service:
 
     ``database`` overrides ``cfg.daemon.database``; ``dispatch_interval_s`` the dispatch interval;
     ``reversion_timeout_s`` the simulated units' watchdog (tests); ``initial_soc_pct`` the simulated
-    vehicles' SOC at start. Real Modbus chargers need the wall clock.
+    vehicles' SOC at start; ``solver_process`` solves plans in a worker process instead of a thread.
+    Real Modbus chargers need the wall clock.
     """
 
     def __init__(self, cfg: SiteConfig, *, clock: Clock | None = None, database: str | None = None,
                  dispatch_interval_s: float | None = None, config_path: str | None = None,
                  reversion_timeout_s: float | None = None, initial_soc_pct: float | None = None,
-                 replay: str | None = None):
+                 replay: str | None = None, solver_process: bool = False):
         self.cfg = cfg
         self.clock = clock or WallClock()
         self.config_path = config_path or cfg.source or None
@@ -144,6 +145,7 @@ class Service:
         self.database = database or cfg.daemon.database
         self.dispatch_interval_s = dispatch_interval_s
         self.reversion_timeout_s = reversion_timeout_s
+        self.solver_process = solver_process
         self.store: Store | None = None
         self.daemon: Daemon | None = None
         self.scheduler: AsyncIOScheduler | None = None
@@ -172,7 +174,7 @@ class Service:
             chargers, meter = self._adapters(port)
             self.daemon = Daemon(self.cfg, self.clock, self.store, chargers, meter,
                                  dispatch_interval_s=self.dispatch_interval_s, min_dispatch_s=min_dispatch_s(self.clock),
-                                 real_clock=self.real)
+                                 real_clock=self.real, solver_process=self.solver_process)
             await self.daemon.start()
         except BaseException:
             await self._close()
