@@ -1,13 +1,15 @@
 """Daemon speed and memory: prints one JSON object (no pass/fail).
 
-- ``day``: the real service (APScheduler jobs, plans solved in the worker thread, dispatch over
+- ``day``: the real service (APScheduler jobs, plans solved in the worker thread, and again in a
+  worker process as ``ems run`` does by default, dispatch over
   loopback Modbus TCP to the in-process simulator, SQLite store) for a simulated day of each
   example site at ``--speed`` (default 2400x; the dispatch interval is then 120 simulated s, the
   least real time between ticks being 50 ms): wall time, plans per second of wall time, dispatch
   tick latency (read meter and units, decide, write setpoints with read-back, store telemetry)
   median and p99, also split into ticks that overlapped a plan being solved (both want the GIL)
   and the others, jobs skipped because the previous run was still going;
-- ``month``: the home site for 28 simulated days driven cycle by cycle on a manual clock as fast as
+- ``month``: the home site for 28 simulated days (plans in the worker thread, so every byte is in
+  this one process) driven cycle by cycle on a manual clock as fast as
   the machine goes (fast mode: a plan every 30 minutes as in production, but a dispatch tick every
   ``--month-dispatch-s`` simulated seconds, default 300, instead of 5, i.e. 8,064 ticks instead of
   483,840), with the process's resident memory at the end of each week (target: at most 300 MB
@@ -127,7 +129,7 @@ def main() -> int:
     args = p.parse_args()
     out: dict = {"cpu_count": psutil.cpu_count()}
     with tempfile.TemporaryDirectory(prefix="ems-bench-") as tmp:
-        out["day"] = [day(site, args.speed, Path(tmp)) for site in DAYS]
+        out["day"] = [day(site, args.speed, Path(tmp), process) for site in DAYS for process in (False, True)]
         if not args.skip_month:
             out["month"] = month(args.month_dispatch_s, Path(tmp))
     out["rss_mb"] = round(rss_mb(), 1)

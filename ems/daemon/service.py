@@ -58,7 +58,7 @@ log = logging.getLogger(__name__)
 MIN_REAL_TICK_S = 0.05
 #: The interpreter's thread switch interval while the daemon runs [s] (Python's default: 5 ms). The
 #: planner's pyomo build holds the GIL in the worker thread; a dispatch tick waiting for it lost up
-#: to 5 ms at each of its ~20 await points. At 0.5 ms the office tick's p99 fell from 160 to 64 ms
+#: to 5 ms at each of its ~20 await points. In one bench run at 0.5 ms the office tick's p99 fell from 160 to 64 ms
 #: while a plan was solving (bench/daemon.py), and a plan took 20 % longer.
 SWITCH_INTERVAL_S = 0.0005
 #: Real time within which a fire counts as at its boundary [s] (the scheduler's clocks agree far closer).
