@@ -109,32 +109,64 @@ class SimulatorAdapter(Strict):
     profile: str = "sunspec"
 
 
-class ModbusTcpAdapter(Strict):
-    """A real device over Modbus TCP."""
+class MeterTcp(Strict):
+    """A real grid meter over Modbus TCP (SunSpec meter models 201-204, or a flat map)."""
 
     kind: Literal["modbus_tcp"]
     host: str = Field(min_length=1)
     port: int = Field(default=502, ge=1, le=65535)
     unit_id: int = Field(default=1, ge=0, le=255)
-    profile: str = "sunspec"
+    profile: str = "sunspec-meter"
     timeout_s: float = Field(default=1.0, gt=0, le=60)
-    reversion_timeout_s: float = Field(default=60.0, ge=5, le=3600)
 
 
-class ModbusRtuAdapter(Strict):
-    """A real device over Modbus RTU (RS-485)."""
+class MeterRtu(Strict):
+    """A real grid meter over Modbus RTU (RS-485)."""
 
     kind: Literal["modbus_rtu"]
     serial_port: str = Field(min_length=1)
     baudrate: int = Field(default=19200, ge=1200, le=115200)
     parity: Literal["N", "E", "O"] = "E"
     unit_id: int = Field(default=1, ge=1, le=247)
-    profile: str = "sunspec"
+    profile: str = "sunspec-meter"
     timeout_s: float = Field(default=1.0, gt=0, le=60)
+
+
+class ModbusTcpAdapter(MeterTcp):
+    """A real V2H/V2B unit over Modbus TCP: the meter's link settings plus the reversion timer."""
+
+    profile: str = "sunspec"
+    reversion_timeout_s: float = Field(default=60.0, ge=5, le=3600)
+
+
+class ModbusRtuAdapter(MeterRtu):
+    """A real V2H/V2B unit over Modbus RTU (RS-485): the meter's link settings plus the reversion timer."""
+
+    profile: str = "sunspec"
     reversion_timeout_s: float = Field(default=60.0, ge=5, le=3600)
 
 
 Adapter = Annotated[SimulatorAdapter | ModbusTcpAdapter | ModbusRtuAdapter, Field(discriminator="kind")]
+
+
+class MeterSimulated(Strict):
+    """The simulated site meter, served by the in-process simulator beside the simulated chargers."""
+
+    kind: Literal["simulator"]
+
+
+MeterAdapterConfig = Annotated[MeterSimulated | MeterTcp | MeterRtu, Field(discriminator="kind")]
+
+
+class MeterSection(Strict):
+    """The site's grid meter at the connection point: import/export power [kW], energy counters, grid state.
+
+    The daemon's demand guard and the month's metered peak come from it. Without this section a
+    site whose chargers are simulated uses the simulated meter; a site with real chargers and no
+    meter runs blind to the building load (the daemon logs a warning).
+    """
+
+    adapter: MeterAdapterConfig
 
 
 class Charger(Strict):
@@ -294,6 +326,7 @@ class SiteConfig(Strict):
     pv: list[PvArray] = Field(default_factory=list)
     load: LoadSection = Field(default_factory=LoadSection)
     chargers: list[Charger] = Field(default_factory=list)
+    meter: MeterSection | None = None
     vehicles: list[Vehicle] = Field(default_factory=list)
     outage: OutageSection = Field(default_factory=OutageSection)
     planner: PlannerSection = Field(default_factory=PlannerSection)
@@ -312,6 +345,16 @@ class SiteConfig(Strict):
                               for d in dupes)
             raise ValueError(f"ids must be unique: {where}")
         return items
+
+    @field_validator("meter")
+    @classmethod
+    def _simulated_meter_needs_simulator(cls, meter: MeterSection | None, info: ValidationInfo) -> MeterSection | None:
+        chargers = info.data.get("chargers") or []
+        if meter is not None and isinstance(meter.adapter, MeterSimulated) and \
+                not any(isinstance(c.adapter, SimulatorAdapter) for c in chargers):
+            raise ValueError("adapter kind 'simulator' needs at least one charger with adapter kind 'simulator' "
+                             "(the simulated meter is served by the simulator); use modbus_tcp or modbus_rtu for a real meter")
+        return meter
 
     @property
     def zone(self) -> zoneinfo.ZoneInfo:
@@ -385,6 +428,17 @@ def load_site(path: str | Path) -> SiteConfig:
     return cfg.model_copy(update={"source": where})
 
 
+def meter_summary(cfg: SiteConfig) -> str:
+    """Where the site's grid meter readings come from, in words."""
+    if cfg.meter is not None and not isinstance(cfg.meter.adapter, MeterSimulated):
+        m = cfg.meter.adapter
+        where = f"{m.host}:{m.port}" if isinstance(m, MeterTcp) else m.serial_port
+        return f"{m.kind} {where} unit {m.unit_id} ({m.profile})"
+    if any(isinstance(c.adapter, SimulatorAdapter) for c in cfg.chargers):
+        return "simulated (in-process simulator)"
+    return "none (the daemon sees only the chargers' own power)"
+
+
 def summary(cfg: SiteConfig) -> str:
     """A short human summary of a valid site."""
     pv = sum(a.capacity_kwp for a in cfg.pv)
@@ -395,6 +449,7 @@ def summary(cfg: SiteConfig) -> str:
         f"  tariff: {cfg.tariff.name} ({cfg.tariff.describe_basic()})",
         f"  PV: {len(cfg.pv)} array(s), {pv:g} kWp",
         f"  chargers: " + (", ".join(f"{c.id} {c.max_charge_kw:g}/{c.max_discharge_kw:g} kW ({c.adapter.kind})" for c in cfg.chargers) or "none"),
+        f"  meter: {meter_summary(cfg)}",
         f"  vehicles: " + (", ".join(f"{v.id} {v.capacity_kwh:g} kWh, {len(v.windows)} window(s)" for v in cfg.vehicles) or "none"),
         f"  critical load: {cfg.load.critical_kw:g} kW; outage reserve {cfg.outage.reserve_hours:g} h ({cfg.outage.mode})",
         f"  planner: {cfg.planner.step_minutes} min steps, {cfg.planner.horizon_hours:g} h horizon",

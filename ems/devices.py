@@ -33,7 +33,8 @@ import pandas as pd
 
 from adapters import ChargerParams, MeterParams, RegisterMapError, RtuLink, TcpLink, load_profile
 from adapters.sim import Replay, SimSiteParams, SimStay, SimUnitParams, SimVehicle, StaySource
-from ems.config import Charger, ModbusRtuAdapter, ModbusTcpAdapter, SimulatorAdapter, SiteConfig, Vehicle
+from ems.config import (Charger, MeterRtu, MeterSimulated, MeterTcp, ModbusRtuAdapter, ModbusTcpAdapter, SimulatorAdapter,
+                        SiteConfig, Vehicle)
 from ems.errors import ConfigError, Problem
 from ems.timeseries import read_series_csv
 from ems.vehicles import stays
@@ -59,23 +60,28 @@ def _problem(cfg: SiteConfig, loc: tuple, value: object, message: str) -> Proble
 def check_profiles(cfg: SiteConfig) -> None:
     """Every charger's ``adapter.profile`` names a shipped charger map or a valid map file."""
     problems = []
-    for i, c in enumerate(cfg.chargers):
+    wanted = [(("chargers", i, "adapter", "profile"), c.adapter.profile, "charger") for i, c in enumerate(cfg.chargers)]
+    if cfg.meter is not None and not isinstance(cfg.meter.adapter, MeterSimulated):
+        wanted.append((("meter", "adapter", "profile"), cfg.meter.adapter.profile, "meter"))
+    for path, prof, device in wanted:
         try:
-            rmap = load_profile(_profile_ref(cfg, c))
+            rmap = load_profile(_profile_path(cfg, prof))
         except RegisterMapError as exc:
-            problems.append(_problem(cfg, ("chargers", i, "adapter", "profile"), c.adapter.profile,
-                                     "; ".join(str(p) for p in exc.problems)))
+            problems.append(_problem(cfg, path, prof, "; ".join(str(p) for p in exc.problems)))
             continue
-        if rmap.device != "charger":
-            problems.append(_problem(cfg, ("chargers", i, "adapter", "profile"), c.adapter.profile,
-                                     f"is a {rmap.device} map; a charger needs a charger map"))
+        if rmap.device != device:
+            problems.append(_problem(cfg, path, prof, f"is a {rmap.device} map; a {device} needs a {device} map"))
     if problems:
         raise ConfigError(problems)
 
 
 def _profile_ref(cfg: SiteConfig, c: Charger) -> str:
-    """A shipped profile name, or a map file path made absolute relative to the config file."""
-    prof = c.adapter.profile
+    """The charger's shipped profile name, or its map file path made absolute relative to the config file."""
+    return _profile_path(cfg, c.adapter.profile)
+
+
+def _profile_path(cfg: SiteConfig, prof: str) -> str:
+    """A shipped profile name as is, or a map file path made absolute relative to the config file."""
     if prof.endswith((".yaml", ".yml")) and cfg.source and not Path(prof).is_absolute():
         return str(Path(cfg.source).parent / prof)
     return prof
@@ -219,7 +225,14 @@ def charger_params(cfg: SiteConfig, *, sim_host: str = "127.0.0.1", sim_port: in
 
 
 def meter_params(cfg: SiteConfig, *, sim_host: str = "127.0.0.1", sim_port: int | None = None) -> MeterParams | None:
-    """The simulated site meter (the configuration has no section for a real meter yet: None)."""
+    """The site meter: the configured real one, else the simulated one when the simulator runs
+    (``sim_port`` given and a charger simulated), else None (no meter)."""
+    m = cfg.meter.adapter if cfg.meter is not None else None
+    if isinstance(m, MeterTcp):
+        return MeterParams("meter", TcpLink(m.host, m.port, m.unit_id, m.timeout_s), _profile_path(cfg, m.profile))
+    if isinstance(m, MeterRtu):
+        return MeterParams("meter", RtuLink(m.serial_port, m.baudrate, m.parity, m.unit_id, m.timeout_s),
+                           _profile_path(cfg, m.profile))
     if sim_port is None or not any(isinstance(c.adapter, SimulatorAdapter) for c in cfg.chargers):
         return None
     return MeterParams("meter", TcpLink(sim_host, sim_port, METER_UNIT_ID))

@@ -43,7 +43,7 @@ def test_every_key_is_in_the_reference(root):
 
 
 def test_tariff_examples_in_the_readme_are_valid():
-    blocks = re.findall(r"```yaml\n(.*?)```", README, re.S)
+    blocks = re.findall(r"```yaml\n(.*?)```", README[README.index("## Tariff files"):], re.S)
     whole, basic, blocks_only = blocks[:3]
     tariff = validate(Tariff, parse_yaml(whole, "README")[0], "README")
     assert tariff.name.startswith("Residential") and tariff.export.rate_per_kwh == 16.0

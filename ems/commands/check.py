@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from ems.config import load_site, summary
+from ems.devices import check_profiles
 from ems.errors import ConfigError
 
 NAME = "check"
@@ -23,6 +24,7 @@ def run(args: argparse.Namespace) -> int:
     for path in args.configs:
         try:
             cfg = load_site(path)
+            check_profiles(cfg)  # register maps named by chargers and meter exist and fit the device
         except ConfigError as exc:
             status = 2
             print(f"{path}: INVALID, {len(exc.problems)} problem(s)", file=sys.stderr)

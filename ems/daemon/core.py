@@ -196,6 +196,9 @@ class Daemon:
         self._resume(now)
         self.event("start", f"daemon started for {self.cfg.site.name} (dispatch every {self.dispatch_interval_s:g} s)",
                    speed=self.clock.speed)
+        if self.meter is None:
+            self.event("no-meter", "no site meter: the demand guard and this month's peak see only the chargers' "
+                       "own power, not the building; add a meter section to the site config", "warning")
         await self._connect_all()
         async with self.io_lock:
             await self._observe(now, account=False)
@@ -378,9 +381,8 @@ class Daemon:
     async def _observe(self, now: pd.Timestamp, account: bool = True) -> MeterReading | None:
         """Read the meter and the units; account the window; react to plug, grid and month changes."""
         reading = await self._read_meter()
+        await self._each(self._read_unit(u) for u in self.units)
         self.last_reading = reading
-        for u in self.units:
-            await self._read_unit(u)
         if account:
             imp = reading.import_kw if reading is not None else 0.0
             for rec in self.window.update(now, imp, reading.import_kwh if reading is not None else None):
@@ -796,17 +798,31 @@ class Daemon:
     async def _write(self, setpoints: list[Setpoint], floor_pct: dict[str, float]) -> None:
         """Send each setpoint (the adapter clamps again, with the SOC floor as its reserve)."""
         by_id = {u.charger.id: u for u in self.units}
+        sends = []
         for sp in setpoints:
             u = by_id[sp.charger_id]
             u.setpoint = sp
-            if u.state is None or not u.adapter.started:
-                continue
-            limits = CallerLimits(soc_reserve_pct=floor_pct.get(sp.charger_id, 0.0))
-            try:
-                await u.adapter.set_power(sp.charge_kw, sp.discharge_kw, limits, u.state)
-            except AdapterError as exc:
-                self._unit_failed(u, exc)
-                await self._drop(u)
+            if u.state is not None and u.adapter.started:
+                sends.append(self._send(u, sp, CallerLimits(soc_reserve_pct=floor_pct.get(sp.charger_id, 0.0))))
+        await self._each(sends)
+
+    async def _each(self, calls) -> None:
+        """Await device calls: together over TCP (one connection per unit, so the round trips
+        overlap), one after another when any unit is on a serial bus (RS-485 is half duplex)."""
+        calls = list(calls)
+        if any(u.charger.adapter.kind == "modbus_rtu" for u in self.units):
+            for c in calls:
+                await c
+        else:
+            await asyncio.gather(*calls)
+
+    async def _send(self, u: UnitLink, sp: Setpoint, limits: CallerLimits) -> None:
+        """Write one unit's setpoint; a failure is recorded and the link dropped, never raised."""
+        try:
+            await u.adapter.set_power(sp.charge_kw, sp.discharge_kw, limits, u.state)
+        except AdapterError as exc:
+            self._unit_failed(u, exc)
+            await self._drop(u)
 
     def _record(self, now: pd.Timestamp, setpoints: list[Setpoint], site_kw: float) -> None:
         """Telemetry: one row per unit (unreachable units too), then the restart state."""
