@@ -64,6 +64,6 @@ def plan(problem: PlanProblem, **opts):
 
 def check(problem: PlanProblem, sol, req) -> list[str]:
     """Everything the solution breaks (empty = valid)."""
-    hard = problem.reserve_kwh is not None and not problem.reserve_soft
+    hard = problem.reserve_kwh is not None and not problem.reserve_soft and "reserve" not in sol.soft
     return violations(problem, sol.values.cleaned(), req.soc_lb(sol.soft), req.soc_ub, req.fixed, req.reserve_kwh, hard,
                       import_soft="import" in sol.soft, grid_direction=needs_grid_direction_binary(problem))

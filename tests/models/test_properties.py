@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from models import direct
@@ -56,8 +56,22 @@ def problems(draw) -> PlanProblem:
                 final_soc_at_least_initial=bool(rng.random() < 0.3))
 
 
+def below_min_through_an_outage() -> PlanProblem:
+    """Found by hypothesis: a car below its minimum plugged in during an outage cannot get back
+    above it on PV alone, so the hard plan is infeasible and the all-soft plan (soft reserve) answers."""
+    c = car(5, soc0=7.7153, capacity=40.0, min_kwh=8.0, max_kwh=36.0, plugged=np.arange(5) == 4, targets={5: 20.18},
+            sets={}, chargers=("c0",), wear=8.7, vid="v0")
+    return site(0.25, np.array([1.45, 0.28, 4.55, 1.5, 2.67]), pv=np.array([0, 0, 0.31, 4.71, 1.27]),
+                price=np.array([30.0, 40.3, 28.0, 19.1, 21.6]), export_price=np.array([5.6, 10.3, 0.2, 1.7, 15.9]),
+                export_limit=5.0, import_limit=30.0, vehicles=[c], chargers=[unit("c0", kw=3.0, eta_c=0.8713, eta_d=0.915, islanded=3.0)],
+                demand=None, reserve_kwh=np.array([3.6, 1.7, 0.5, 2.4, 0.1]), reserve_soft=False, reserve_penalty_per_kwh_h=200.0,
+                outage=np.arange(5) >= 2, value_of_lost_load_per_kwh=1000.0, terminal_value_per_kwh=34.2,
+                final_soc_at_least_initial=True)
+
+
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(problems())
+@example(p=below_min_through_an_outage())
 def test_every_plan_is_valid_and_reports_what_it_cannot_meet(p):
     """Balance every step, flows within bounds, SOC within bounds and following the flows, never
     charging and discharging at once, one car per charger, no vehicle export; every departure
