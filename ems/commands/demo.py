@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ems.billing import Bill, compute_bill, format_bill
+from ems.billing import Bill, compute_bill
 from ems.config import load_site, summary
 from ems.errors import ConfigError, DataError, Problem
 from ems.tariff import Tariff
@@ -177,6 +177,17 @@ def daemon_day(configs_dir: Path, site: str, speed: float = DEMO_SPEED) -> list[
     return head + format_outcome(o, cfg.tariff.currency)
 
 
+def bill_table(bill: Bill) -> str:
+    """One line per billing month (import/export kWh, peak kW, total) and the total; the line
+    items are what ``ems bill`` prints."""
+    cur = bill.currency
+    rows = [f"{'month':<9}{'import kWh':>12}{'export kWh':>12}{'peak kW':>9}{'total ' + cur:>14}"]
+    rows += [f"{m.month:<9}{m.import_kwh:>12,.1f}{m.export_kwh:>12,.1f}{m.peak_kw:>9.2f}{m.total:>14,.2f}" for m in bill.months]
+    rows.append(f"TOTAL over {len(bill.months)} month(s){bill.total:>35,.2f} {cur}  "
+                "(line items per month: ems bill --tariff T.yaml --meter METER.csv)")
+    return "\n".join(rows)
+
+
 def run(args: argparse.Namespace) -> int:
     """Check the example configs, print the example year's bill, run the daemon on the simulated sites."""
     ok, report = check_configs(args.configs)
@@ -189,7 +200,7 @@ def run(args: argparse.Namespace) -> int:
     print()
     print("\n".join(notes))
     print()
-    print(format_bill(bill, tariff))
+    print(bill_table(bill))
     print()
     print("The daemon (ems run) against the simulated sites, real Modbus over loopback, a simulated day each:")
     for site in args.site or list(DAYS):
