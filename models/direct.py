@@ -1,10 +1,11 @@
 """The same model written directly as a HiGHS matrix (highspy, no pyomo).
 
-A second, independent statement of the constraint families of :mod:`models.formulation` (same
-variables, same equations, written as sparse rows), used two ways: tests check that both give the
-same optimum on small problems, and ``bench/plan.py`` measures how much pyomo costs over a bare
-matrix build. Only the numbers (bounds, prices) come from the shared
-:func:`models.formulation.param_values`.
+A second, independent statement of the hard constraint families of :mod:`models.formulation`
+(same variables, same equations, written as sparse rows). Only the numbers (bounds, prices) come
+from the shared :func:`models.formulation.param_values`. Used three ways: the ``highs_direct``
+interface of :class:`models.solve.Session` solves hard plans with it (a numpy build is several
+times cheaper than updating a persistent pyomo model); tests check that it and the pyomo model give
+the same optimum; ``bench/plan.py`` compares the two.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from scipy import sparse
 from models.data import PlanProblem, export_cap_kw, import_cap_kw, needs_grid_direction_binary, pairs
 from models.formulation import param_values
 from models.requirements import Requirements, vehicle_discharge_efficiency
+from models.solution import Values
 
 INF = highspy.kHighsInf
 
@@ -80,8 +82,34 @@ class _Matrix:
         return h
 
 
-def build(problem: PlanProblem, req: Requirements) -> highspy.Highs:
-    """The hard model of ``problem`` (with the bounds of ``req``) as a HiGHS instance."""
+@dataclass
+class MatrixModel:
+    """A built model: the HiGHS instance and the columns of each variable of
+    :mod:`models.formulation` (indices shaped like the variable's index: imp (T), ch (P x T), soc
+    (V x T+1), ...; res_short and g only where the model has them)."""
+
+    highs: highspy.Highs
+    cols: dict[str, np.ndarray]
+
+    def values(self, x: np.ndarray) -> Values:
+        """The decisions in the column values ``x`` (a solution's ``col_value``) as arrays."""
+        c = self.cols
+        short = x[c["res_short"]] if "res_short" in c else np.zeros(c["imp"].size)
+        return Values(imp=x[c["imp"]], exp=x[c["exp"]], curt=x[c["curt"]], uns=x[c["uns"]], ch=x[c["ch"]],
+                      dis=x[c["dis"]], soc=x[c["soc"]], res_short=short)
+
+    def with_values(self, x: np.ndarray, named: dict[str, np.ndarray]) -> np.ndarray:
+        """A copy of the column values ``x`` with the variables in ``named`` (name -> array shaped
+        like the variable) replaced; names the model lacks are ignored."""
+        out = np.array(x, dtype=float)
+        for name, val in named.items():
+            if name in self.cols:
+                out[self.cols[name]] = val
+        return out
+
+
+def build(problem: PlanProblem, req: Requirements) -> MatrixModel:
+    """The hard model of ``problem`` (with the bounds of ``req``) in a new HiGHS instance."""
     vals = param_values(problem, req)
     T, dt = problem.n_steps, problem.dt_h
     ps = pairs(problem)
@@ -99,6 +127,7 @@ def build(problem: PlanProblem, req: Requirements) -> highspy.Highs:
     soc_cost[:, T] = vals["c_term"]
     soc = x.cols((V, T + 1), vals["soc_lb"], vals["soc_ub"], soc_cost)
     jump = x.cols((V, T + 1), -vals["jump_max"], vals["jump_max"])
+    cols = {"imp": imp, "exp": exp, "curt": curt, "uns": uns, "ch": ch, "dis": dis, "yc": yc, "yd": yd, "soc": soc}
     steps = np.arange(T)
     # power balance: imp - exp + sum dis - sum ch - curt + uns = load - pv
     bal = x.rows(T, vals["net_load"], vals["net_load"])
@@ -128,7 +157,7 @@ def build(problem: PlanProblem, req: Requirements) -> highspy.Highs:
                 x.add(r, yd[i], 1.0)
     if needs_grid_direction_binary(problem):
         li, le = float(import_cap_kw(problem).max()), float(export_cap_kw(problem).max(initial=0.0))
-        g = x.cols((T,), 0, 1, integer=True)
+        g = cols["g"] = x.cols((T,), 0, 1, integer=True)
         r = x.rows(T, -INF, 0.0)
         x.add(r, imp, 1.0)
         x.add(r, g, -li)
@@ -146,7 +175,7 @@ def build(problem: PlanProblem, req: Requirements) -> highspy.Highs:
                 x.add(r, dis[i], dt / p.eta_d)
     if problem.reserve_kwh is not None:
         eta = vehicle_discharge_efficiency(problem)
-        short = x.cols((T,), 0, vals["res_ub"], vals["c_res"])
+        short = cols["res_short"] = x.cols((T,), 0, vals["res_ub"], vals["c_res"])
         held = x.cols((V, T), -vals["held_max"], vals["held_max"])
         total = x.rows(T, vals["res_rhs"], INF)
         x.add(total, short, 1.0)
@@ -175,7 +204,16 @@ def build(problem: PlanProblem, req: Requirements) -> highspy.Highs:
         x.add(r[bl.month_of_step], imp[steps], dt)
         for j in range(bl.rates.size):
             x.add(r, blk[:, j], -1.0)
-    return x.highs(float(vals["obj_const"]))
+    return MatrixModel(x.highs(float(vals["obj_const"])), cols)
+
+
+def run(h: highspy.Highs, relax: bool, mip_rel_gap: float, time_limit_s: float) -> None:
+    """Solve the model in ``h`` (its LP relaxation if ``relax``) with presolve, within the limits."""
+    h.setOptionValue("solve_relaxation", relax)
+    h.setOptionValue("presolve", "on")
+    h.setOptionValue("mip_rel_gap", mip_rel_gap)
+    h.setOptionValue("time_limit", time_limit_s)
+    h.run()
 
 
 @dataclass
@@ -192,12 +230,9 @@ def solve(problem: PlanProblem, req: Requirements, relax: bool = False, mip_rel_
           time_limit_s: float = 60.0) -> DirectResult:
     """Build and solve the matrix model (its LP relaxation if ``relax``)."""
     t0 = time.perf_counter()
-    h = build(problem, req)
+    h = build(problem, req).highs
     t1 = time.perf_counter()
-    h.setOptionValue("solve_relaxation", relax)
-    h.setOptionValue("mip_rel_gap", mip_rel_gap)
-    h.setOptionValue("time_limit", time_limit_s)
-    h.run()
+    run(h, relax, mip_rel_gap, time_limit_s)
     t2 = time.perf_counter()
     status = h.modelStatusToString(h.getModelStatus())
     return DirectResult(float(h.getInfo().objective_function_value), status, t1 - t0, t2 - t1)

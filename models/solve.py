@@ -15,8 +15,14 @@ point is a proven MILP optimum. Otherwise:
 2. *MILP*: HiGHS branch and bound, warm-started from the (repaired) relaxed point, within the
    time limit and relative gap.
 
-:class:`Session` keeps one model per :func:`models.formulation.structure_key` and the solver
-attached to it, so a re-plan with the same shape only writes new parameter values.
+Two ways to the solver share this logic (:class:`Session`, ``SolveOptions.interface``):
+
+- through pyomo (``appsi_highs``, ``highs``): one persistent model per
+  :func:`models.formulation.structure_key` with the solver attached to it, so a re-plan with the
+  same shape only writes new parameter values;
+- ``highs_direct``: the hard model built as a HiGHS matrix with numpy (:mod:`models.direct`), fresh
+  for every solve (cheaper than pyomo's parameter update); soft models still go through pyomo
+  (``appsi_highs``), as they are rare (only when the hard model is infeasible).
 """
 
 from __future__ import annotations
@@ -25,9 +31,11 @@ import logging
 import time
 from dataclasses import dataclass, field
 
+import highspy
 import numpy as np
 import pyomo.environ as pe
 
+from models import direct
 from models.data import PlanProblem, export_cap_kw, needs_grid_direction_binary, pairs
 from models.formulation import build_model, soft_penalties, structure_key, update_params
 from models.requirements import Requirements
@@ -36,7 +44,9 @@ from models.verify import ACTIVE_KW
 
 log = logging.getLogger(__name__)
 
-INTERFACES = ("appsi_highs", "highs")
+PYOMO_INTERFACES = ("appsi_highs", "highs")
+DIRECT = "highs_direct"  # the hard model as a HiGHS matrix, without pyomo (models/direct.py)
+INTERFACES = PYOMO_INTERFACES + (DIRECT,)
 # Models kept per session: 15-minute plans alternate between two window alignments (:00 and :15
 # starts), and a month end in the horizon adds shapes; 4 covers both without holding much memory.
 MAX_MODELS = 4
@@ -44,11 +54,13 @@ MAX_MODELS = 4
 
 @dataclass(frozen=True)
 class SolveOptions:
-    """Solver settings: time limit [s] per solve, MILP relative gap (fraction), pyomo interface.
+    """Solver settings: time limit [s] per solve, MILP relative gap (fraction), solver interface.
 
-    ``interface``: ``"appsi_highs"`` (pyomo.contrib.appsi, supports a MIP start) or ``"highs"``
-    (pyomo.contrib.solver). ``lp_first=False`` always solves the MILP (for comparisons).
-    ``persistent=False`` builds a new model for every solve.
+    ``interface``: ``"appsi_highs"`` (pyomo.contrib.appsi, supports a MIP start), ``"highs"``
+    (pyomo.contrib.solver) or ``"highs_direct"`` (hard models as a HiGHS matrix without pyomo, MIP
+    start too; soft models through appsi_highs). ``lp_first=False`` always solves the MILP (for
+    comparisons). ``persistent=False`` builds a new pyomo model for every solve (``highs_direct``
+    always builds anew).
     """
 
     time_limit_s: float = 10.0
@@ -56,6 +68,10 @@ class SolveOptions:
     interface: str = "appsi_highs"
     lp_first: bool = True
     persistent: bool = True
+
+    def __post_init__(self) -> None:
+        if self.interface not in INTERFACES:
+            raise ValueError(f"unknown solver interface {self.interface!r}; use one of {INTERFACES}")
 
 
 @dataclass
@@ -88,8 +104,8 @@ class _Backend:
     """One HiGHS solver attached to one pyomo model, through the chosen pyomo interface."""
 
     def __init__(self, interface: str):
-        if interface not in INTERFACES:
-            raise ValueError(f"unknown solver interface {interface!r}; use one of {INTERFACES}")
+        if interface not in PYOMO_INTERFACES:
+            raise ValueError(f"unknown pyomo solver interface {interface!r}; use one of {PYOMO_INTERFACES}")
         self.interface = interface
         if interface == "appsi_highs":
             from pyomo.contrib.appsi.solvers import Highs
@@ -146,6 +162,64 @@ class _Backend:
         if has:
             res.solution_loader.load_vars()
         return _Run(status, res.incumbent_objective, res.objective_bound)
+
+
+class _PyomoModel:
+    """A pyomo model holding one problem's values, with the solver attached to it."""
+
+    def __init__(self, m: pe.ConcreteModel, backend: _Backend, problem: PlanProblem):
+        self.m, self.backend, self.problem = m, backend, problem
+
+    def run(self, relax: bool, options: SolveOptions, warm: Values | None = None) -> _Run:
+        """Solve (the relaxation if ``relax``), from the MIP start ``warm`` if given."""
+        if warm is not None:
+            _set_warm_start(self.m, self.problem, warm)
+        return self.backend.run(self.m, relax, options, warm=warm is not None and self.backend.interface == "appsi_highs")
+
+    def values(self) -> Values:
+        """The last solution's decisions."""
+        return read_values(self.m, self.problem)
+
+
+_FOUND = (highspy.HighsModelStatus.kOptimal, highspy.HighsModelStatus.kInfeasible,
+          highspy.HighsModelStatus.kUnboundedOrInfeasible)
+
+
+class _DirectModel:
+    """The hard model of one problem as a HiGHS matrix (:mod:`models.direct`), solved without pyomo."""
+
+    def __init__(self, problem: PlanProblem, req: Requirements):
+        self.problem = problem
+        self.matrix = direct.build(problem, req)
+        self.x: np.ndarray | None = None  # column values of the last solution
+
+    def run(self, relax: bool, options: SolveOptions, warm: Values | None = None) -> _Run:
+        """Solve (the relaxation if ``relax``), from the MIP start ``warm`` if given (the other
+        columns from the last solution)."""
+        h = self.matrix.highs
+        if warm is not None and self.x is not None:
+            start = highspy.HighsSolution()
+            start.col_value = self.matrix.with_values(self.x, mip_start(self.problem, warm))
+            start.value_valid = True
+            h.setSolution(start)
+        direct.run(h, relax, options.mip_rel_gap, options.time_limit_s)
+        ms, info = h.getModelStatus(), h.getInfo()
+        has = info.primal_solution_status == highspy.SolutionStatus.kSolutionStatusFeasible
+        if ms == _FOUND[0] and has:
+            status = "optimal"
+        elif ms in _FOUND[1:]:
+            status = "infeasible"
+        else:
+            status = "feasible" if has else "failed"
+        if not has:
+            return _Run(status, None, None)
+        self.x = np.asarray(h.getSolution().col_value)
+        obj = float(info.objective_function_value)
+        return _Run(status, obj, obj if relax else float(info.mip_dual_bound))
+
+    def values(self) -> Values:
+        """The last solution's decisions."""
+        return self.matrix.values(self.x)
 
 
 def _array(var: pe.Var, shape: tuple[int, ...]) -> np.ndarray:
@@ -245,61 +319,68 @@ def plan_costs(problem: PlanProblem, req: Requirements, v: Values, soft: frozens
     return costs(problem, v, soft_penalties(problem), soft_shortfalls(problem, req, v, soft))
 
 
+def mip_start(problem: PlanProblem, v: Values) -> dict[str, np.ndarray]:
+    """A (repaired) relaxed point as a MIP start: variable name -> values, binaries from which flows are on."""
+    charging = v.ch > ACTIVE_KW
+    out = {"ch": v.ch, "dis": v.dis, "yc": charging.astype(float), "yd": ((v.dis > ACTIVE_KW) & ~charging).astype(float),
+           "imp": v.imp, "exp": v.exp, "curt": v.curt, "uns": v.uns}
+    if needs_grid_direction_binary(problem):
+        out["g"] = (v.imp > ACTIVE_KW).astype(float)
+    return out
+
+
 def _set_warm_start(m: pe.ConcreteModel, problem: PlanProblem, v: Values) -> None:
-    """Write a (repaired) relaxed point into the model as a MIP start, binaries from which flows are on."""
-    T = problem.n_steps
-    for (i, t), var in m.ch.items():
-        var.set_value(float(v.ch[i, t]), skip_validation=True)
-        m.yc[i, t].set_value(1.0 if v.ch[i, t] > ACTIVE_KW else 0.0, skip_validation=True)
-    for (i, t), var in m.dis.items():
-        var.set_value(float(v.dis[i, t]), skip_validation=True)
-        m.yd[i, t].set_value(1.0 if v.dis[i, t] > ACTIVE_KW and v.ch[i, t] <= ACTIVE_KW else 0.0, skip_validation=True)
-    for name in ("imp", "exp", "curt", "uns"):
-        arr = getattr(v, name)
-        for t in range(T):
-            getattr(m, name)[t].set_value(float(arr[t]), skip_validation=True)
-    if hasattr(m, "g"):
-        for t in range(T):
-            m.g[t].set_value(1.0 if v.imp[t] > ACTIVE_KW else 0.0, skip_validation=True)
+    """Write :func:`mip_start` into the pyomo model's variables."""
+    for name, arr in mip_start(problem, v).items():
+        for idx, var in getattr(m, name).items():
+            var.set_value(float(arr[idx]), skip_validation=True)
 
 
 class Session:
-    """A reusable solver session: a model and solver per structure (the last ``MAX_MODELS``), parameters
-    updated in place."""
+    """A reusable solver session: a pyomo model and solver per structure (the last ``MAX_MODELS``),
+    parameters updated in place; or with ``highs_direct`` a HiGHS matrix model built per hard solve.
+    ``rebuilds`` counts the models built for hard solves."""
 
     def __init__(self, options: SolveOptions | None = None):
         self.options = options or SolveOptions()
         self._models: dict[tuple, tuple[pe.ConcreteModel, _Backend]] = {}
         self.rebuilds = 0
 
-    def _model_for(self, problem: PlanProblem, req: Requirements, soft: frozenset[str]) -> tuple[pe.ConcreteModel, _Backend]:
-        """The persistent model updated with ``problem`` (rebuilt when the structure changed)."""
+    def _model_for(self, problem: PlanProblem, req: Requirements, soft: frozenset[str]) -> _PyomoModel | _DirectModel:
+        """The model of ``problem``: a matrix model (``highs_direct``, hard), a fresh pyomo model
+        (soft, or not persistent), or the persistent one updated (rebuilt when the structure changed)."""
+        interface = self.options.interface
+        if interface == DIRECT:
+            if not soft:
+                self.rebuilds += 1
+                return _DirectModel(problem, req)
+            interface = "appsi_highs"
         if soft or not self.options.persistent:
-            return build_model(problem, req, soft, mutable=False), _Backend(self.options.interface)
+            return _PyomoModel(build_model(problem, req, soft, mutable=False), _Backend(interface), problem)
         key = structure_key(problem)
         if key in self._models:
             m, backend = self._models.pop(key)
             update_params(m, problem, req)
         else:
-            m, backend = build_model(problem, req, mutable=True), _Backend(self.options.interface)
+            m, backend = build_model(problem, req, mutable=True), _Backend(interface)
             self.rebuilds += 1
         self._models[key] = (m, backend)  # most recently used last
         while len(self._models) > MAX_MODELS:
             self._models.pop(next(iter(self._models)))
-        return m, backend
+        return _PyomoModel(m, backend, problem)
 
     def solve(self, problem: PlanProblem, req: Requirements, soft: frozenset[str] = frozenset()) -> Solution:
         """Solve ``problem`` with the bounds of ``req``; the MILP optimum or a clear status (never raises)."""
         t0 = time.perf_counter()
         try:
-            m, backend = self._model_for(problem, req, soft)
+            model = self._model_for(problem, req, soft)
         except Exception as exc:  # a failed build must not take the planner down: the caller falls back
             log.exception("model build failed")
             self._models.clear()
             return Solution("failed", messages=[f"model build failed: {exc}"], build_seconds=time.perf_counter() - t0)
         t1 = time.perf_counter()
         try:
-            sol = self._solve(m, backend, problem, req, soft)
+            sol = self._solve(model, problem, req, soft)
         except Exception as exc:  # solver crash: reported, the caller falls back
             log.exception("solver failed")
             self._models.clear()
@@ -307,16 +388,16 @@ class Session:
         sol.build_seconds, sol.solve_seconds, sol.soft = t1 - t0, time.perf_counter() - t1, soft
         return sol
 
-    def _solve(self, m: pe.ConcreteModel, backend: _Backend, problem: PlanProblem, req: Requirements,
+    def _solve(self, model: _PyomoModel | _DirectModel, problem: PlanProblem, req: Requirements,
                soft: frozenset[str]) -> Solution:
         """LP first, then repair, then MILP (see the module docstring)."""
         opts = self.options
         warm: Values | None = None
         if opts.lp_first:
-            run = backend.run(m, relax=True, options=opts)
+            run = model.run(relax=True, options=opts)
             if run.status in ("infeasible", "failed"):
                 return Solution(run.status, "lp", messages=[f"LP relaxation: {run.status}"])
-            lp = read_values(m, problem)
+            lp = model.values()
             if run.status == "optimal":
                 found = conflicts(problem, lp)
                 if not any(found.values()):
@@ -329,15 +410,13 @@ class Session:
                         return Solution("optimal", "lp+repair", fixed, fixed_cost, run.objective)
                 warm = fixed if fixed is not None else lp
                 log.debug("LP relaxation not integral (%s): solving the MILP", found)
-        if warm is not None:
-            _set_warm_start(m, problem, warm)
-        run = backend.run(m, relax=False, options=opts, warm=warm is not None and backend.interface == "appsi_highs")
+        run = model.run(relax=False, options=opts, warm=warm)
         if run.status in ("infeasible", "failed"):
             return Solution(run.status, "milp", messages=[f"MILP: {run.status}"])
         msg = [] if run.status == "optimal" else [
             f"MILP stopped at the {opts.time_limit_s:g} s time limit with a solution within "
             f"{_gap(run.objective, run.bound):.2%} of the best bound"]
-        return Solution(run.status, "milp", read_values(m, problem), run.objective, run.bound, messages=msg)
+        return Solution(run.status, "milp", model.values(), run.objective, run.bound, messages=msg)
 
 
 def _gap(obj: float | None, bound: float | None) -> float:
