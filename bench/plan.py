@@ -3,10 +3,13 @@
 - home (configs/home-v2h.yaml, one unit) on the shipped household year (ems/data), and office
   (configs/office-v2b.yaml, three units) on configs/data/office-2024-30min.csv (demandlib G1 load,
   pvlib PV): 48 h at 30 and at 15 minutes, a receding horizon moved one step per re-plan with a
-  persistent Planner; build (problem data + model build or parameter update) and solve separately;
-- the same for both pyomo interfaces (appsi_highs, contrib 'highs') and without persistence;
-- the ratio of our build+solve to the same model built directly as a HiGHS matrix (highspy) and
-  solved the same way (LP relaxation);
+  persistent Planner (default interface); build (problem data + model build or parameter update)
+  and solve separately; the total through the persistent pyomo appsi_highs model beside it;
+- office 48 h/30 min through each interface: highs_direct (the default: HiGHS matrix built with
+  numpy, no pyomo), both pyomo interfaces (appsi_highs, contrib 'highs') persistent and without
+  persistence;
+- the ratio of the planner's build+solve to the bare matrix model's build and LP solve alone (no
+  problem data, no result checks);
 - one year of perfect foresight for the office (12 monthly problems chained through SOC and the
   ratchet): wall time and the process's peak resident memory.
 
@@ -103,12 +106,14 @@ def main() -> int:
             c = with_step(cfg, minutes)
             key = f"{name}_48h_{minutes}min"
             out[key] = replans(c, data, start, n, state)
+            out[key]["appsi_highs_total_s"] = replans(c, data, start, n, state, interface="appsi_highs")["total_s"]
             out[key].update(direct_ratio(c, data, start, min(n, 10), state, out[key]["total_s"]))
     cfg, data, start, state = cases["office"]
     out["office_48h_30min_interfaces"] = {
+        "highs_direct": replans(cfg, data, start, n, state, interface="highs_direct"),
         "appsi_highs_persistent": replans(cfg, data, start, n, state, interface="appsi_highs"),
         "contrib_highs_persistent": replans(cfg, data, start, n, state, interface="highs"),
-        "appsi_highs_fresh_build": replans(cfg, data, start, n, state, persistent=False),
+        "appsi_highs_fresh_build": replans(cfg, data, start, n, state, interface="appsi_highs", persistent=False),
         "contrib_highs_fresh_build": replans(cfg, data, start, n, state, interface="highs", persistent=False),
     }
     if not args.skip_year:

@@ -20,9 +20,10 @@ Two ways to the solver share this logic (:class:`Session`, ``SolveOptions.interf
 - through pyomo (``appsi_highs``, ``highs``): one persistent model per
   :func:`models.formulation.structure_key` with the solver attached to it, so a re-plan with the
   same shape only writes new parameter values;
-- ``highs_direct``: the hard model built as a HiGHS matrix with numpy (:mod:`models.direct`), fresh
-  for every solve (cheaper than pyomo's parameter update); soft models still go through pyomo
-  (``appsi_highs``), as they are rare (only when the hard model is infeasible).
+- ``highs_direct`` (the default): the hard model built as a HiGHS matrix with numpy
+  (:mod:`models.direct`), fresh for every solve: a few ms, several times cheaper than pyomo's
+  parameter update (``bench/plan.py``); the same optimum (property tests). Soft models still go
+  through pyomo (``appsi_highs``), as they are rare (only when the hard model is infeasible).
 """
 
 from __future__ import annotations
@@ -56,16 +57,16 @@ MAX_MODELS = 4
 class SolveOptions:
     """Solver settings: time limit [s] per solve, MILP relative gap (fraction), solver interface.
 
-    ``interface``: ``"appsi_highs"`` (pyomo.contrib.appsi, supports a MIP start), ``"highs"``
-    (pyomo.contrib.solver) or ``"highs_direct"`` (hard models as a HiGHS matrix without pyomo, MIP
-    start too; soft models through appsi_highs). ``lp_first=False`` always solves the MILP (for
+    ``interface``: ``"highs_direct"`` (default: hard models as a HiGHS matrix without pyomo, with a
+    MIP start; soft models through appsi_highs), ``"appsi_highs"`` (pyomo.contrib.appsi, MIP start
+    too) or ``"highs"`` (pyomo.contrib.solver). ``lp_first=False`` always solves the MILP (for
     comparisons). ``persistent=False`` builds a new pyomo model for every solve (``highs_direct``
     always builds anew).
     """
 
     time_limit_s: float = 10.0
     mip_rel_gap: float = 1e-4
-    interface: str = "appsi_highs"
+    interface: str = DIRECT
     lp_first: bool = True
     persistent: bool = True
 

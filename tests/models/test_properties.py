@@ -116,7 +116,7 @@ def test_pyomo_plan_equals_the_direct_highs_matrix_optimum(p):
 def assert_backends_agree(p: PlanProblem, **opts):
     """Plan ``p`` through pyomo (appsi_highs) and through highs_direct: same status, same objective
     (within the gap), a schedule that breaks nothing; returns the highs_direct solution."""
-    ref, req = plan(p, mip_rel_gap=1e-7, **opts)
+    ref, req = plan(p, mip_rel_gap=1e-7, interface="appsi_highs", **opts)
     sol, _ = plan(p, mip_rel_gap=1e-7, interface=DIRECT, **opts)
     assert sol.status == ref.status and sol.soft == ref.soft
     if ref.status == "optimal":
