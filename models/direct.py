@@ -25,6 +25,20 @@ from models.solution import Values
 INF = highspy.kHighsInf
 
 
+def quiet_highs() -> highspy.Highs:
+    """A HiGHS instance with its output off before it can print anything.
+
+    ``highspy.Highs()`` enables its Python callbacks in the constructor, and that first call prints
+    the version banner to stdout before ``output_flag`` can be cleared (one banner per plan would
+    corrupt ``--json`` output and the daemon's log). The compiled base class has every method used
+    here and prints nothing; the public class is the fallback if a release renames it.
+    """
+    base = getattr(getattr(highspy, "_core", None), "_Highs", None)
+    h = base() if base is not None else highspy.Highs()
+    h.setOptionValue("output_flag", False)
+    return h
+
+
 class _Matrix:
     """Columns (bounds, cost, integrality) and rows (bounds, triplets) collected as numpy arrays."""
 
@@ -65,8 +79,7 @@ class _Matrix:
 
     def highs(self, offset: float) -> highspy.Highs:
         """The collected model in a new HiGHS instance."""
-        h = highspy.Highs()
-        h.setOptionValue("output_flag", False)
+        h = quiet_highs()
         lb, ub = np.concatenate(self.lb), np.concatenate(self.ub)
         h.addCols(self.n, np.concatenate(self.cost), lb, ub, 0, np.array([], np.int32), np.array([], np.int32), np.array([]))
         r = np.concatenate([t[0] for t in self.trip])

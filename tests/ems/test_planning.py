@@ -160,7 +160,8 @@ def test_plan_span_chains_months_through_soc_and_ratchet(configs):
     assert len(res.schedule) == n and res.schedule.index.is_monotonic_increasing
 
 
-def test_ems_plan_cli_with_csv_inputs(configs_dir, tmp_path, capsys):
+def test_ems_plan_cli_with_csv_inputs(configs_dir, tmp_path, capfd):
+    """capfd, not capsys: the solver library must not print to the process's stdout either (--json)."""
     start = pd.Timestamp("2024-06-03 18:00", tz=TOKYO)
     idx = pd.date_range(start, periods=96, freq="30min")
     for name, kw in (("pv", 0.0), ("load", 0.8)):
@@ -170,7 +171,7 @@ def test_ems_plan_cli_with_csv_inputs(configs_dir, tmp_path, capsys):
                "--pv", str(tmp_path / "pv.csv"), "--load", str(tmp_path / "load.csv"), "--soc", "leaf=40",
                "--out", str(out), "--json"])
     assert rc == 0
-    summary = json.loads(capsys.readouterr().out)
+    summary = json.loads(capfd.readouterr().out)
     assert {"status", "objective", "energy_cost", "demand_cost", "export_credit", "wear_cost", "penalty_cost",
             "peak_kw", "build_seconds", "solve_seconds", "messages"} <= set(summary)
     assert summary["status"] == "optimal"
@@ -180,8 +181,8 @@ def test_ems_plan_cli_with_csv_inputs(configs_dir, tmp_path, capsys):
     assert table["timestamp"].iloc[0] == "2024-06-03T18:00:00+09:00" and len(table) == 96
     rc = main(["plan", "--config", str(configs_dir / "home-v2h.yaml"), "--start", start.isoformat(), "--hours", "4",
                "--pv", str(tmp_path / "pv.csv"), "--load", str(tmp_path / "load.csv"), "--soc", "leaf=40"])
-    text = capsys.readouterr().out
+    text = capfd.readouterr().out
     assert rc == 0 and "Mon 18:00" in text and "status: optimal" in text
     assert main(["plan", "--config", str(configs_dir / "home-v2h.yaml"), "--soc", "tesla=40",
                  "--pv", str(tmp_path / "pv.csv"), "--load", str(tmp_path / "load.csv")]) == 2
-    assert "expected VEHICLE=PCT with a vehicle of ['leaf']" in capsys.readouterr().err
+    assert "expected VEHICLE=PCT with a vehicle of ['leaf']" in capfd.readouterr().err
