@@ -15,7 +15,7 @@
   483,840), with the process's resident memory at the end of each week (target: at most 300 MB
   and no growth from week 2 to week 4).
 
-Usage: .venv/bin/python bench/daemon.py [--speed X] [--month-dispatch-s S] [--skip-month]
+Usage: .venv/bin/python bench/daemon.py [--speed X] [--month-dispatch-s S] [--skip-month] [--skip-day]
 """
 
 from __future__ import annotations
@@ -126,10 +126,12 @@ def main() -> int:
     p.add_argument("--speed", type=float, default=2400.0)
     p.add_argument("--month-dispatch-s", type=float, default=300.0)
     p.add_argument("--skip-month", action="store_true")
+    p.add_argument("--skip-day", action="store_true")
     args = p.parse_args()
     out: dict = {"cpu_count": psutil.cpu_count()}
     with tempfile.TemporaryDirectory(prefix="ems-bench-") as tmp:
-        out["day"] = [day(site, args.speed, Path(tmp), process) for site in DAYS for process in (False, True)]
+        if not args.skip_day:
+            out["day"] = [day(site, args.speed, Path(tmp), process) for site in DAYS for process in (False, True)]
         if not args.skip_month:
             out["month"] = month(args.month_dispatch_s, Path(tmp))
     out["rss_mb"] = round(rss_mb(), 1)

@@ -156,7 +156,8 @@ def daemon_day(configs_dir: Path, site: str, speed: float = DEMO_SPEED) -> list[
         database = str(Path(tmp) / "demo.sqlite")
 
         async def day():
-            async with Service(cfg, clock=SimClock(pd.Timestamp(start), speed), database=database) as svc:
+            async with Service(cfg, clock=SimClock(pd.Timestamp(start), speed), database=database,
+                               solver_process=True) as svc:  # as ems run does by default
                 await svc.serve(pd.Timestamp(until))
                 return svc.daemon, dict(svc.sim.sim.model.energy_kwh)
         daemon, energy = asyncio.run(day())

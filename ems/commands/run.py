@@ -55,10 +55,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--start", metavar="ISO8601", help="simulated start time with offset (default: now)")
     p.add_argument("--until", metavar="ISO8601", help="stop at this (simulated) time (default: run until a signal)")
     p.add_argument("--database", metavar="PATH_OR_URL", help="override daemon.database")
-    p.add_argument("--solver", choices=("thread", "process"), default="thread",
-                   help="where plans are solved: a worker thread (default) or a worker process with its own planner "
-                        "(the pyomo build then never competes with a dispatch tick for the interpreter lock; "
-                        "costs a second process's memory)")
+    p.add_argument("--solver", choices=("thread", "process"), default="process",
+                   help="where plans are solved: a worker process with its own planner (default: the model build "
+                        "never competes with a dispatch tick for the interpreter lock; bench/daemon.py: office tick "
+                        "p99 29-36 ms against 58 ms in a thread) or a worker thread (one process, less memory)")
     p.add_argument("--dispatch-interval", type=_positive, metavar="S",
                    help="dispatch interval in simulated seconds (default: daemon.dispatch_interval_s, "
                         "at least speed x 0.05 s)")
