@@ -19,6 +19,9 @@ import math
 from dataclasses import dataclass, field
 
 WINDOW_H = 0.5  # Japanese demand is metered on fixed 30-minute windows
+#: discharge never takes a car below its floor within this many ticks, so one late tick (the unit
+#: keeps the last setpoint until the next) still leaves it at or above the floor
+FLOOR_TICKS = 2.0
 
 
 @dataclass(frozen=True)
@@ -139,7 +142,8 @@ def fallback_setpoint(unit: UnitState, rules: UnitRules) -> tuple[float, float]:
 
 
 def _clamp(unit: UnitState, rules: UnitRules, ch: float, dis: float, tick_h: float) -> tuple[float, float]:
-    """Ratings, plug state, and the SOC floors/ceilings over one tick."""
+    """Ratings, plug state, never both directions, and the SOC floor: discharge at most what takes
+    the car to its floor (reserve, driver's minimum, departure floor) in ``FLOOR_TICKS`` ticks [kW]."""
     if not unit.plugged:
         return 0.0, 0.0
     ch = min(max(ch, 0.0), unit.max_charge_kw)
@@ -147,9 +151,9 @@ def _clamp(unit: UnitState, rules: UnitRules, ch: float, dis: float, tick_h: flo
     if ch > 0 and dis > 0:  # never both: keep the net
         net = ch - dis
         ch, dis = max(net, 0.0), max(-net, 0.0)
-    floor = departure_floor_kwh(unit, rules)
-    if unit.soc_kwh - dis * tick_h / unit.discharge_efficiency < floor:
-        dis = 0.0
+    room = unit.soc_kwh - departure_floor_kwh(unit, rules)
+    if dis > 0:  # land on the floor even if the next tick comes a whole tick late: taper near it
+        dis = min(dis, max(room, 0.0) * unit.discharge_efficiency / (FLOOR_TICKS * tick_h))
     return ch, dis
 
 

@@ -167,6 +167,7 @@ class Daemon:
         self.window = WindowAccount(cfg.tariff.timezone)
         self.windows: deque[WindowRecord] = deque(maxlen=2 * 48 * 62)   # two months of windows
         self.soc_kwh: dict[str, float] = {}
+        self._soc_seen: dict[str, tuple[pd.Timestamp, UnitLink]] = {}  # vehicle -> when and on which unit
         self.departures: dict[str, dict[str, Any]] = {}
         self.grid_up = True
         self.outage_since: pd.Timestamp | None = None
@@ -427,6 +428,7 @@ class Daemon:
             v = self._vehicle_on(u, s)
             if v is not None and s.soc_pct is not None:
                 self.soc_kwh[v.id] = s.soc_pct / 100 * v.capacity_kwh
+                self._soc_seen[v.id] = (now, u) if s.plugged else (now, None)
             vid = v.id if v is not None else (s.vehicle_id if s.plugged else None)
             if u.plugged is not None and (s.plugged != u.plugged or vid != u.vehicle):
                 what = f"{vid} plugged in" if s.plugged else f"{u.vehicle or 'vehicle'} unplugged"
@@ -514,6 +516,22 @@ class Daemon:
         return self._forecast_origin <= start and self._forecast.pv_kw.index[-1] >= end - WINDOW / 2 \
             and age_min <= self.cfg.daemon.forecast_refresh_minutes
 
+    def projected_soc_kwh(self, vehicle_id: str, start: pd.Timestamp) -> float:
+        """The vehicle's last measured SOC carried forward to ``start`` at its unit's current setpoint [kWh].
+
+        The plan starts from where the car will be when its first step begins, not from where it was at
+        the last dispatch tick: the unit keeps the last setpoint in between (a whole tick, up to 2
+        simulated minutes at high speed), which would otherwise go missing from the departure target.
+        """
+        soc = self.soc_kwh[vehicle_id]
+        seen, u = self._soc_seen.get(vehicle_id, (None, None))
+        if seen is None or u is None or u.setpoint is None or start <= seen:
+            return soc
+        h = (start - seen) / pd.Timedelta(hours=1)
+        c = u.charger
+        return soc + (u.setpoint.charge_kw * c.charge_efficiency_pct / 100
+                      - u.setpoint.discharge_kw / (c.discharge_efficiency_pct / 100)) * h
+
     def site_state(self, now: pd.Timestamp, start: pd.Timestamp) -> tuple[SiteState, list[str]]:
         """What the planner needs from the store and the devices; notes for assumed values."""
         peaks = self.store.month_peaks()
@@ -522,7 +540,7 @@ class Daemon:
         soc = {}
         for v in self.cfg.vehicles:
             if v.id in self.soc_kwh:
-                soc[v.id] = min(max(self.soc_kwh[v.id], 0.0), v.capacity_kwh)
+                soc[v.id] = min(max(self.projected_soc_kwh(v.id, start), 0.0), v.capacity_kwh)
             else:
                 soc[v.id] = v.min_soc_pct / 100 * v.capacity_kwh
                 notes.append(f"SOC of {v.id} unknown (not seen yet): assumed at its minimum {v.min_soc_pct:g} %")

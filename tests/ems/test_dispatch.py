@@ -141,6 +141,17 @@ def test_setpoints_always_within_limits(socs, site, target, plan, elapsed, grid_
         assert sp.charge_kw == 0 or sp.discharge_kw == 0
         if u.soc_kwh <= 15.0 or not grid_up:
             assert sp.discharge_kw == 0
+        # even a tick that comes a whole tick late leaves the car at or above its floor
+        assert u.soc_kwh - 2 * sp.discharge_kw * i.tick_h / u.discharge_efficiency >= min(u.soc_kwh, 15.0) - 1e-9
     # vehicle energy never exported: net import stays >= min(base, 0)
     net = site + sum(s.charge_kw - s.discharge_kw for s in sps)
     assert net >= min(site, 0.0) - 1e-6
+
+
+def test_discharge_tapers_to_land_on_the_floor_with_long_ticks():
+    """At 120 s ticks a car 0.2 kWh above its floor may discharge only what two ticks can take:
+    0.2 kWh x 0.95 / (2 x 1/30 h) = 2.85 kW, not the 6 kW the plan asks for."""
+    u = unit("a", soc=15.2)
+    sp = dispatch(inp([u], 10.0, target=50.0, planned={"a": (0.0, 6.0)}, rules={"a": UnitRules(floor_kwh=15.0)},
+                      window=WindowMeter(0.0, 0.0), tick_h=120 / 3600))
+    assert sp[0].discharge_kw == pytest.approx(0.2 * 0.95 / (2 * 120 / 3600))
