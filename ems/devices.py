@@ -33,7 +33,7 @@ import pandas as pd
 
 from adapters import ChargerParams, MeterParams, RegisterMapError, RtuLink, TcpLink, load_profile
 from adapters.sim import Replay, SimSiteParams, SimStay, SimUnitParams, SimVehicle, StaySource
-from ems.config import (Charger, MeterRtu, MeterSimulated, MeterTcp, ModbusRtuAdapter, ModbusTcpAdapter, SimulatorAdapter,
+from ems.config import (MeterRtu, MeterSimulated, MeterTcp, ModbusRtuAdapter, ModbusTcpAdapter, SimulatorAdapter,
                         SiteConfig, Vehicle)
 from ems.errors import ConfigError, Problem
 from ems.timeseries import read_series_csv
@@ -73,11 +73,6 @@ def check_profiles(cfg: SiteConfig) -> None:
             problems.append(_problem(cfg, path, prof, f"is a {rmap.device} map; a {device} needs a {device} map"))
     if problems:
         raise ConfigError(problems)
-
-
-def _profile_ref(cfg: SiteConfig, c: Charger) -> str:
-    """The charger's shipped profile name, or its map file path made absolute relative to the config file."""
-    return _profile_path(cfg, c.adapter.profile)
 
 
 def _profile_path(cfg: SiteConfig, prof: str) -> str:
@@ -179,7 +174,7 @@ def sim_site(cfg: SiteConfig, *, replay: str | Path | None = None, speed: float 
             initial_soc_pct if initial_soc_pct is not None else (v.min_soc_pct + v.max_soc_pct) / 2) for v in vehicles)
         units.append(SimUnitParams(
             c.id, ids[c.id], c.max_charge_kw, c.max_discharge_kw, c.charge_efficiency_pct / 100,
-            c.discharge_efficiency_pct / 100, c.islanded_rating_kw, ramp_pct_per_s, _profile_ref(cfg, c),
+            c.discharge_efficiency_pct / 100, c.islanded_rating_kw, ramp_pct_per_s, _profile_path(cfg, c.adapter.profile),
             sim_vehicles, stay_source(cfg, vehicles), c.model or "V2H simulator"))
     source = replay if replay is not None else cfg.load.history_csv
     return SimSiteParams(tuple(units), METER_UNIT_ID, "sunspec-meter", cfg.load.critical_kw,
@@ -220,7 +215,7 @@ def charger_params(cfg: SiteConfig, *, sim_host: str = "127.0.0.1", sim_port: in
             assert isinstance(a, ModbusRtuAdapter)
             link = RtuLink(a.serial_port, a.baudrate, a.parity, a.unit_id, a.timeout_s)
             timeout = a.reversion_timeout_s
-        out.append(ChargerParams(c.id, link, c.max_charge_kw, c.max_discharge_kw, _profile_ref(cfg, c), timeout))
+        out.append(ChargerParams(c.id, link, c.max_charge_kw, c.max_discharge_kw, _profile_path(cfg, c.adapter.profile), timeout))
     return out
 
 
