@@ -16,7 +16,7 @@ Sign convention: charge and discharge are separate non-negative kW figures (the 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 WINDOW_H = 0.5  # Japanese demand is metered on fixed 30-minute windows
 #: discharge never takes a car below its floor within this many ticks, so one late tick (the unit
@@ -68,6 +68,24 @@ class Setpoint:
 
 
 @dataclass(frozen=True)
+class DispatchResult:
+    """What one tick decided: a setpoint per unit, and how far the demand guard fell short [kW].
+
+    ``guard_short_kw`` > 0 means the projected import stays above the window's allowed level even
+    with all charging cut (down to what drivers need) and every car discharging to its floor: the
+    window will exceed its target unless the building's load drops.
+    """
+
+    setpoints: list[Setpoint]
+    guard_short_kw: float = 0.0
+
+    @property
+    def guard_short(self) -> bool:
+        """Whether the guard could not hold the window's target (more than 1 mW short)."""
+        return self.guard_short_kw > 1e-6
+
+
+@dataclass(frozen=True)
 class WindowMeter:
     """The current 30-minute demand window: energy imported so far [kWh] and time elapsed [h]."""
 
@@ -98,7 +116,6 @@ class DispatchInput:
     vehicle_export_allowed: bool = False
     import_limit_kw: float = math.inf
     tick_h: float = 5 / 3600
-    notes: list[str] = field(default_factory=list)
 
 
 def allowed_import_kw(window: WindowMeter, target_peak_kw: float) -> float:
@@ -157,14 +174,15 @@ def _clamp(unit: UnitState, rules: UnitRules, ch: float, dis: float, tick_h: flo
     return ch, dis
 
 
-def dispatch(inp: DispatchInput) -> list[Setpoint]:
+def dispatch(inp: DispatchInput) -> DispatchResult:
     """One tick: plan (or fallback), then the demand guard, then the clamps.
 
-    Returns one setpoint per unit. While the grid is down every unit gets 0/0: the unit's own
-    islanded mode carries the critical circuits, and the EMS never commands export.
+    Returns one setpoint per unit and the guard's shortfall. While the grid is down every unit
+    gets 0/0: the unit's own islanded mode carries the critical circuits, and the EMS never
+    commands export.
     """
     if not inp.grid_up:
-        return [Setpoint(u.charger_id, 0.0, 0.0, "grid-down") for u in inp.units]
+        return DispatchResult([Setpoint(u.charger_id, 0.0, 0.0, "grid-down") for u in inp.units])
     wanted: dict[str, tuple[float, float]] = {}
     reason = "plan" if inp.planned is not None else "fallback"
     for u in inp.units:
@@ -175,8 +193,9 @@ def dispatch(inp: DispatchInput) -> list[Setpoint]:
             wanted[u.charger_id] = fallback_setpoint(u, rules)
         wanted[u.charger_id] = _clamp(u, rules, *wanted[u.charger_id], inp.tick_h)
     reasons = {u.charger_id: reason for u in inp.units}
-    _guard(inp, wanted, reasons)
-    return [Setpoint(cid, _clean(c), _clean(d), reasons[cid]) for cid, (c, d) in wanted.items()]
+    short = _guard(inp, wanted, reasons)
+    return DispatchResult([Setpoint(cid, _clean(c), _clean(d), reasons[cid]) for cid, (c, d) in wanted.items()],
+                          _clean(short))
 
 
 def _clean(kw: float) -> float:
@@ -190,8 +209,9 @@ def _base_import_kw(inp: DispatchInput) -> float:
     return inp.site_import_kw - sum(u.charge_kw - u.discharge_kw for u in inp.units)
 
 
-def _guard(inp: DispatchInput, wanted: dict[str, tuple[float, float]], reasons: dict[str, str]) -> None:
-    """Demand guard: bring projected import down to the window's allowed level.
+def _guard(inp: DispatchInput, wanted: dict[str, tuple[float, float]], reasons: dict[str, str]) -> float:
+    """Demand guard: bring projected import down to the window's allowed level; returns what is
+    still over it [kW] (0 when held).
 
     Projected import = base + sum(charge) - sum(discharge). First cut charging (units furthest from
     departure first), then add discharge on units with the most energy above their floors. Vehicle
@@ -203,7 +223,7 @@ def _guard(inp: DispatchInput, wanted: dict[str, tuple[float, float]], reasons: 
     excess = projected - limit
     if excess <= 1e-9:
         _no_vehicle_export(inp, wanted, base)
-        return
+        return 0.0
     units = {u.charger_id: u for u in inp.units}
     by_slack = sorted(units, key=lambda cid: -inp.rules[cid].hours_to_departure)
     for cid in by_slack:  # 1) cut charging, but never below what the driver still needs
@@ -229,9 +249,8 @@ def _guard(inp: DispatchInput, wanted: dict[str, tuple[float, float]], reasons: 
             wanted[cid] = (c2, d2)
             reasons[cid] = "peak-guard"
             excess -= d2 - d
-    if excess > 1e-6:
-        inp.notes.append(f"demand guard short by {excess:.2f} kW: no more charging to cut or energy to discharge")
     _no_vehicle_export(inp, wanted, base)
+    return max(excess, 0.0)
 
 
 def _no_vehicle_export(inp: DispatchInput, wanted: dict[str, tuple[float, float]], base: float) -> None:

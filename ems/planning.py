@@ -7,8 +7,9 @@ result (:mod:`models.verify`) and returns a :class:`PlanResult` (schedule + summ
 What a plan guarantees: the schedule has been verified (power balance every step, every flow
 within its bounds, export only from PV unless the site allows vehicle export, no charger charging
 and discharging at once, one car per charger, SOC following from the flows within its limits).
-A requirement that cannot be met is named in words in ``summary["messages"]``, relaxed to what
-can be met, and the shortfall reported; a solver failure gives the safe rule-based schedule of
+A requirement that cannot be met is a typed :class:`~ems.plan_summary.Shortfall` in
+``outcome.shortfalls`` (with a sentence for people in ``outcome.messages``), relaxed to what can
+be met; a solver failure gives the safe rule-based schedule of
 :mod:`models.fallback`, flagged ``fallback``.
 
 Pricing the demand charge inside a short horizon: a horizon month's peak is billed at
@@ -19,8 +20,8 @@ later months too, assuming their own peaks stay lower (the planner cannot see th
 assumption makes it cautious about new peaks, which is the intent). So a new record peak costs
 rate x (ratchet_months + 1) = 12 months per kW, a peak below an old record costs only the months
 until that record leaves the ratchet window, and a peak below this month's metered peak costs
-nothing. ``summary["demand_cost"]`` is the horizon months' own basic charge (what their bills
-show); ``summary["ratchet_cost"]`` what the plan adds to later months.
+nothing. ``outcome.demand_cost`` is the horizon months' own basic charge (what their bills
+show); ``outcome.ratchet_cost`` what the plan adds to later months.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ import pandas as pd
 
 from ems.config import SiteConfig
 from ems.errors import DataError, Problem
+from ems.plan_summary import PlanStatus, PlanSummary, Shortfall, ShortfallKind, add_up
 from ems.tariff import Tariff
 from ems.vehicles import Stay, timeline
 from models.data import BlockSpec, ChargerSpec, DemandSpec, PlanProblem, VehicleSpec, check_problem, pairs
@@ -73,28 +75,25 @@ class SiteState:
 
 @dataclass
 class PlanResult:
-    """A checked schedule and its summary.
+    """A checked schedule and its typed outcome.
 
     ``schedule``: index = aware interval starts (site time zone); columns pv_kw, load_kw,
     import_kw, export_kw, curtail_kw, <charger>_charge_kw, <charger>_discharge_kw,
-    <vehicle>_soc_kwh (at the interval start; the end SOC is ``summary["final_soc_kwh"]``), and
+    <vehicle>_soc_kwh (at the interval start; the end SOC is ``outcome.final_soc_kwh``), and
     unserved_kw when an outage is planned. ``assignment``: the charger each vehicle uses in each
-    step ("" = none). ``summary``: see :func:`summary_keys`.
+    step ("" = none). ``outcome``: the :class:`~ems.plan_summary.PlanSummary` code branches on;
+    ``summary`` the same as a JSON dict.
     """
 
     schedule: pd.DataFrame
-    summary: dict
+    outcome: PlanSummary
     assignment: pd.DataFrame | None = None
     problem: PlanProblem | None = None
 
-
-SUMMARY_KEYS = ("status", "objective", "energy_cost", "demand_cost", "export_credit", "wear_cost", "penalty_cost",
-                "peak_kw", "build_seconds", "solve_seconds", "messages")
-
-
-def summary_keys() -> tuple[str, ...]:
-    """Keys every summary has (more follow: fallback, method, ratchet_cost, terminal_value, ...)."""
-    return SUMMARY_KEYS
+    @property
+    def summary(self) -> dict:
+        """The outcome as the JSON summary (a new dict each time: change ``outcome``, not this)."""
+        return self.outcome.as_dict()
 
 
 # ----- inputs onto the planning grid ------------------------------------------------------------
@@ -320,35 +319,61 @@ def _pct(problem: PlanProblem, vi: int, kwh: float) -> str:
     return f"{100 * kwh / problem.vehicles[vi].capacity_kwh:.0f} %"
 
 
-def shortfall_messages(problem: PlanProblem, req: Requirements, v: Values) -> list[str]:
-    """What the plan does not meet, in words: targets, minimum SOC, reserve, import limit, unserved load."""
-    out = []
-    for vi, veh in enumerate(problem.vehicles):
-        for k in np.flatnonzero(~np.isnan(veh.target_kwh)):
-            short = veh.target_kwh[k] - v.soc[vi, k]
-            if short > TOL_KWH:
-                out.append(f"car {veh.id} leaves at {problem.label(int(k))} with {_pct(problem, vi, v.soc[vi, k])}, "
-                           f"{short:.1f} kWh short of its {_pct(problem, vi, veh.target_kwh[k])} target")
-        below = veh.min_kwh - v.soc[vi, 1:]
-        if np.any(below > TOL_KWH):
-            k = int(np.argmax(below)) + 1
-            out.append(f"car {veh.id} is at {_pct(problem, vi, v.soc[vi, k])} at {problem.label(k)}, below its "
-                       f"{_pct(problem, vi, veh.min_kwh)} minimum")
-        if problem.final_soc_at_least_initial and veh.soc0_kwh - v.soc[vi, -1] > TOL_KWH:
-            out.append(f"car {veh.id} ends at {_pct(problem, vi, v.soc[vi, -1])}, below its initial {_pct(problem, vi, veh.soc0_kwh)}")
+def _short(kind: ShortfallKind, subject: str, at: str, amount: float, text: str) -> Shortfall:
+    """A shortfall found in the solved schedule."""
+    return Shortfall(kind, subject, at, float(amount), True, text)
+
+
+def _vehicle_shortfalls(problem: PlanProblem, vi: int, v: Values) -> list[Shortfall]:
+    """One car's missed departure targets, time below its minimum, and final SOC option."""
+    veh, out = problem.vehicles[vi], []
+    for k in np.flatnonzero(~np.isnan(veh.target_kwh)):
+        short = veh.target_kwh[k] - v.soc[vi, k]
+        if short > TOL_KWH:
+            at = problem.label(int(k))
+            out.append(_short(ShortfallKind.TARGET, veh.id, at, short,
+                              f"car {veh.id} leaves at {at} with {_pct(problem, vi, v.soc[vi, k])}, "
+                              f"{short:.1f} kWh short of its {_pct(problem, vi, veh.target_kwh[k])} target"))
+    below = veh.min_kwh - v.soc[vi, 1:]
+    if np.any(below > TOL_KWH):
+        k = int(np.argmax(below)) + 1
+        out.append(_short(ShortfallKind.MIN_SOC, veh.id, problem.label(k), below[k - 1],
+                          f"car {veh.id} is at {_pct(problem, vi, v.soc[vi, k])} at {problem.label(k)}, below its "
+                          f"{_pct(problem, vi, veh.min_kwh)} minimum"))
+    lost = veh.soc0_kwh - v.soc[vi, -1]
+    if problem.final_soc_at_least_initial and lost > TOL_KWH:
+        out.append(_short(ShortfallKind.FINAL, veh.id, problem.label(problem.n_steps), lost,
+                          f"car {veh.id} ends at {_pct(problem, vi, v.soc[vi, -1])}, below its initial "
+                          f"{_pct(problem, vi, veh.soc0_kwh)}"))
+    return out
+
+
+def shortfalls(problem: PlanProblem, v: Values) -> list[Shortfall]:
+    """What the schedule does not meet: targets, minimum SOC, final SOC, reserve, import limit,
+    unserved load (amounts above 1 Wh)."""
+    out = [s for vi in range(len(problem.vehicles)) for s in _vehicle_shortfalls(problem, vi, v)]
     if v.res_short.max(initial=0.0) > TOL_KWH:
         t = int(np.argmax(v.res_short))
-        out.append(f"the outage reserve is short by up to {v.res_short[t]:.1f} kWh (at {problem.label(t)}; "
-                   f"{int(np.sum(v.res_short > TOL_KWH))} step(s))")
+        out.append(_short(ShortfallKind.RESERVE, "site", problem.label(t), v.res_short[t],
+                          f"the outage reserve is short by up to {v.res_short[t]:.1f} kWh (at {problem.label(t)}; "
+                          f"{int(np.sum(v.res_short > TOL_KWH))} step(s))"))
     if v.over is not None and v.over.max(initial=0.0) > TOL_KWH:
         t = int(np.argmax(v.over))
-        out.append(f"import exceeds the {problem.import_limit_kw[t]:g} kW limit by up to {v.over[t]:.1f} kW "
-                   f"(at {problem.label(t)}; {int(np.sum(v.over > TOL_KWH))} step(s))")
+        out.append(_short(ShortfallKind.IMPORT, "site", problem.label(t), v.over[t],
+                          f"import exceeds the {problem.import_limit_kw[t]:g} kW limit by up to {v.over[t]:.1f} kW "
+                          f"(at {problem.label(t)}; {int(np.sum(v.over > TOL_KWH))} step(s))"))
     if v.uns.sum() * problem.dt_h > TOL_KWH:
-        served = np.flatnonzero(v.uns > TOL_KWH)
-        out.append(f"the outage leaves {v.uns.sum() * problem.dt_h:.1f} kWh of critical load unserved, "
-                   f"from {problem.label(int(served[0]))}")
+        t = int(np.flatnonzero(v.uns > TOL_KWH)[0])
+        out.append(_short(ShortfallKind.UNSERVED, "site", problem.label(t), v.uns.sum() * problem.dt_h,
+                          f"the outage leaves {v.uns.sum() * problem.dt_h:.1f} kWh of critical load unserved, "
+                          f"from {problem.label(t)}"))
     return out
+
+
+def found_before_solving(problem: PlanProblem, req: Requirements) -> list[Shortfall]:
+    """The requirements found out of reach before solving (:attr:`Requirements.findings`)."""
+    return [Shortfall(ShortfallKind(f.kind), f.subject, problem.label(f.k), float(f.shortfall), False, f.text)
+            for f in req.findings]
 
 
 def _check(problem: PlanProblem, req: Requirements, v: Values, soft: frozenset[str]) -> list[str]:
@@ -420,17 +445,18 @@ class Planner:
         soft = req.soften
         sol = self.session.solve(problem, req, soft)
         build, solve = sol.build_seconds, sol.solve_seconds
-        if sol.status == "infeasible":
+        infeasible = sol.status == "infeasible"
+        if infeasible:
             soft = frozenset(SOFT_FAMILIES)
             messages.append("the requirements cannot all be met together; planning with each of them relaxed "
                             "(shortfalls below)")
             sol = self.session.solve(problem, req, soft)
             build, solve = build + sol.build_seconds, solve + sol.solve_seconds
         index = plan_index(self.cfg, start, hours)
-        return self._result(index, problem, req, sol, soft, messages, prep + build, solve)
+        return self._result(index, problem, req, sol, soft, messages, infeasible, prep + build, solve)
 
     def _result(self, index: pd.DatetimeIndex, problem: PlanProblem, req: Requirements, sol: Solution,
-                soft: frozenset[str], messages: list[str], build_s: float, solve_s: float) -> PlanResult:
+                soft: frozenset[str], messages: list[str], infeasible: bool, build_s: float, solve_s: float) -> PlanResult:
         """Verify the solution (or the fallback) and assemble the result."""
         messages = messages + sol.messages
         fallback = sol.values is None
@@ -453,33 +479,24 @@ class Planner:
             leftover = _check(problem, req, values, soft)
             if leftover:
                 messages.append("the safe rule breaks: " + "; ".join(leftover[:3]))
-        messages += shortfall_messages(problem, req, values)
+        found = shortfalls(problem, values)
+        messages += [f.text for f in found]
         cost = plan_costs(problem, req, values, soft)
         schedule, assign = _frames(problem, index, values)
-        summary = {
-            "status": "fallback" if fallback else sol.status,
-            "objective": cost.objective,
-            "energy_cost": cost.energy,
-            "demand_cost": cost.demand,
-            "export_credit": cost.export_credit,
-            "wear_cost": cost.wear,
-            "penalty_cost": cost.penalty,
-            "peak_kw": window_peak_kw(index, values.imp, self.cfg.tariff),
-            "build_seconds": build_s,
-            "solve_seconds": solve_s,
-            "messages": messages,
-            "fallback": fallback,
-            "method": "rule" if fallback else sol.method,
-            "relaxed": sorted(soft),
-            "ratchet_cost": cost.ratchet,
-            "terminal_value": cost.terminal_value,
-            "fixed_cost": _fixed_cost(self.cfg, index),
-            "unserved_kwh": cost.unserved_kwh,
-            "month_peaks_kw": cost.month_peaks_kw,
-            "final_soc_kwh": {veh.id: float(values.soc[vi, -1]) for vi, veh in enumerate(problem.vehicles)},
-        }
-        summary["bill_cost"] = cost.energy + cost.demand + summary["fixed_cost"] - cost.export_credit
-        return PlanResult(schedule, summary, assign, problem)
+        fixed = _fixed_cost(self.cfg, index)
+        outcome = PlanSummary(
+            status=PlanStatus.FALLBACK if fallback else PlanStatus(sol.status), method="rule" if fallback else sol.method,
+            fallback=fallback, infeasible=infeasible, relaxed=sorted(soft), objective=cost.objective,
+            energy_cost=cost.energy, demand_cost=cost.demand, ratchet_cost=cost.ratchet,
+            export_credit=cost.export_credit, wear_cost=cost.wear, penalty_cost=cost.penalty,
+            terminal_value=cost.terminal_value, fixed_cost=fixed,
+            bill_cost=cost.energy + cost.demand + fixed - cost.export_credit,
+            peak_kw=window_peak_kw(index, values.imp, self.cfg.tariff), unserved_kwh=cost.unserved_kwh,
+            month_peaks_kw=cost.month_peaks_kw,
+            final_soc_kwh={veh.id: float(values.soc[vi, -1]) for vi, veh in enumerate(problem.vehicles)},
+            build_seconds=build_s, solve_seconds=solve_s,
+            shortfalls=found_before_solving(problem, req) + found, messages=messages)
+        return PlanResult(schedule, outcome, assign, problem)
 
 
 def plan_site(cfg: SiteConfig, start: pd.Timestamp, pv_kw: pd.Series, load_kw: pd.Series, state: SiteState,
@@ -539,28 +556,14 @@ def plan_span(cfg: SiteConfig, pv_kw: pd.Series, load_kw: pd.Series, state: Site
         results.append(res)
         month = str(cfg.tariff.months(pd.DatetimeIndex([a]))[0])
         history = dict(state.peak_history_kw)
-        history[month] = max(history.get(month, 0.0), state.month_peak_kw, res.summary["peak_kw"])
-        state = SiteState(dict(res.summary["final_soc_kwh"]), 0.0, history, 0.0, 0.0)
+        history[month] = max(history.get(month, 0.0), state.month_peak_kw, res.outcome.peak_kw)
+        state = SiteState(dict(res.outcome.final_soc_kwh), 0.0, history, 0.0, 0.0)
     return _combine(results)
 
 
 def _combine(results: list[PlanResult]) -> PlanResult:
     """One result from consecutive monthly results."""
-    additive = ("objective", "energy_cost", "demand_cost", "export_credit", "wear_cost", "penalty_cost", "build_seconds",
-                "solve_seconds", "ratchet_cost", "terminal_value", "fixed_cost", "unserved_kwh", "bill_cost")
-    summary = {k: float(sum(r.summary[k] for r in results)) for k in additive}
-    statuses = [r.summary["status"] for r in results]
-    summary.update({
-        "status": next((s for s in ("fallback", "feasible") if s in statuses), statuses[0]),
-        "peak_kw": max(r.summary["peak_kw"] for r in results),
-        "messages": [f"{r.schedule.index[0]:%Y-%m}: {m}" for r in results for m in r.summary["messages"]],
-        "fallback": any(r.summary["fallback"] for r in results),
-        "method": ",".join(sorted({r.summary["method"] for r in results})),
-        "relaxed": sorted({f for r in results for f in r.summary["relaxed"]}),
-        "month_peaks_kw": {k: v for r in results for k, v in r.summary["month_peaks_kw"].items()},
-        "final_soc_kwh": results[-1].summary["final_soc_kwh"],
-        "months": len(results),
-    })
+    outcome = add_up([r.outcome for r in results], [f"{r.schedule.index[0]:%Y-%m}" for r in results])
     schedule = pd.concat([r.schedule for r in results])
     assignment = pd.concat([r.assignment for r in results])
-    return PlanResult(schedule, summary, assignment, None)
+    return PlanResult(schedule, outcome, assignment, None)

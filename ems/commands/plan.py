@@ -144,7 +144,7 @@ def run(args: argparse.Namespace) -> int:
     soc, notes = parse_soc(args.soc, cfg)
     pv, load = inputs(args, cfg, start, hours)
     result = Planner(cfg).plan(start, pv, load, SiteState(soc_kwh=soc), hours=hours)
-    result.summary["messages"] = notes + result.summary["messages"]
+    result.outcome.messages[:0] = notes
     if args.out:
         write_schedule(result, args.out)
     summary = json_summary(result)

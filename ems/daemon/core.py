@@ -40,8 +40,9 @@ from ems.clock import Clock
 from ems.config import Charger, SiteConfig, Vehicle, load_site
 from ems.daemon.metering import WINDOW, WindowAccount, WindowRecord, window_start
 from ems.devices import vehicle_homes
-from ems.dispatch import DispatchInput, Setpoint, UnitRules, UnitState, WindowMeter, dispatch
+from ems.dispatch import DispatchInput, DispatchResult, Setpoint, UnitRules, UnitState, WindowMeter, dispatch
 from ems.errors import EmsError
+from ems.plan_summary import PlanSummary
 from ems.planning import PlanResult, Planner, SiteState, holiday_calendar
 from ems.store import Store
 from ems.vehicles import stays
@@ -89,7 +90,7 @@ class ActivePlan:
     @property
     def peak_kw(self) -> float:
         """The plan's highest 30-minute average import [kW]."""
-        return float(self.result.summary.get("peak_kw") or 0.0)
+        return float(self.result.outcome.peak_kw)
 
     def end(self) -> pd.Timestamp:
         """End of the plan's horizon."""
@@ -257,7 +258,7 @@ class Daemon:
         last = self.store.last_plan()
         if last is not None and last["schedule"] is not None:
             created = pd.Timestamp(last["created_at"])
-            result = PlanResult(last["schedule"].tz_convert(self.cfg.zone), last["summary"])
+            result = PlanResult(last["schedule"].tz_convert(self.cfg.zone), PlanSummary.from_dict(last["summary"]))
             reserve = last["inputs"].get("reserve_kwh")
             plan = ActivePlan(result, created, pd.Timestamp(last["start"]), last["inputs"].get("mode", "normal"),
                               plan_id=last["id"], reserve_kwh=None if reserve is None else np.asarray(reserve, dtype=float))
@@ -588,7 +589,7 @@ class Daemon:
                 return None
             self.stats.plans += 1
             self.stats.plan_seconds.append(time.perf_counter() - t0)
-            result.summary["messages"] = notes + list(result.summary.get("messages", []))
+            result.outcome.messages[:0] = notes
             problem = result.problem
             plan = ActivePlan(result, now, start, mode,
                               reserve_kwh=None if problem is None or problem.reserve_kwh is None else problem.reserve_kwh)
@@ -637,15 +638,13 @@ class Daemon:
 
     def _judge(self, plan: ActivePlan) -> str | None:
         """Why dispatch must not follow ``plan`` (None: follow it). Events for fallback and infeasibility."""
-        s = plan.result.summary
-        msgs = [str(m) for m in s.get("messages", [])]
-        if s.get("fallback"):
-            self.event("plan-fallback", "the solver gave no usable schedule: " + "; ".join(msgs[-3:]), "error")
+        out = plan.result.outcome
+        if out.fallback:
+            self.event("plan-fallback", "the solver gave no usable schedule: " + "; ".join(out.messages[-3:]), "error")
             return "the solver gave no usable schedule"
-        infeasible = any("cannot all be met" in m or "short of its" in m for m in msgs)
-        if infeasible and plan.mode == "normal":
-            self.event("infeasible", "requirements cannot all be met: " + "; ".join(m for m in msgs if "short" in m or "cannot" in m),
-                       "warning")
+        if (out.infeasible or out.departures_short) and plan.mode == "normal":
+            unmet = [s.text for s in out.shortfalls] or out.messages
+            self.event("infeasible", "requirements cannot all be met: " + "; ".join(unmet), "warning")
             return "infeasible requirements (departure targets cannot be met)"
         return None
 
@@ -668,7 +667,7 @@ class Daemon:
         hours = ((short.index[0] - sched.index[0]) if len(short) else (plan.end() - sched.index[0])) / pd.Timedelta(hours=1)
         self.event("backup-plan", f"backup plan: critical circuits ({self.cfg.load.critical_kw:.2f} kW) powered for "
                                   f"{hours:.1f} h{' (whole horizon)' if not len(short) else ''}, "
-                                  f"{plan.result.summary.get('unserved_kwh', 0.0):.1f} kWh unserved over the horizon",
+                                  f"{plan.result.outcome.unserved_kwh:.1f} kWh unserved over the horizon",
                    "warning", survival_hours=hours)
 
     def _set_fallback(self, now: pd.Timestamp, reason: str) -> None:
@@ -800,10 +799,11 @@ class Daemon:
                                 target, planned, grid_up=self.grid_up,
                                 vehicle_export_allowed=self.cfg.grid.vehicle_export_allowed,
                                 import_limit_kw=self.cfg.grid.import_limit_kw, tick_h=tick_h)
-            setpoints = dispatch(inp) if states else []
+            result = dispatch(inp) if states else DispatchResult([])
+            setpoints = result.setpoints
             if self.window.current is not None:
                 self.window.current.note(target, plan.peak_kw if following and plan is not None else None,
-                                         any("guard short" in n for n in inp.notes), self.grid_up)
+                                         result.guard_short, self.grid_up)
             if reading is not None:
                 self._check_miss(now, site_kw - sum(s.charge_kw - s.discharge_kw for s in states), row, tick_h)
             await self._write(setpoints, floor_pct)

@@ -149,8 +149,8 @@ def run_scenario(sc: Scenario, progress: Callable[[int], None] | None = None) ->
     if isinstance(ctl, Mpc):
         figures.update(plans=ctl.plans, plan_fallbacks=ctl.fallbacks, steps_without_forecast=ctl.unplanned)
     if isinstance(ctl, Oracle):
-        figures.update(plans=int(ctl.summary.get("months", 1)), plan_fallbacks=int(bool(ctl.summary["fallback"])),
-                       plan_bill=float(ctl.summary["bill_cost"]))
+        figures.update(plans=ctl.outcome.months, plan_fallbacks=int(ctl.outcome.fallback),
+                       plan_bill=float(ctl.outcome.bill_cost))
     return ScenarioResult(sc, span.index, fleet.ids, tuple(v.capacity_kwh for v in cfg.vehicles), span.load_kw, span.pv_kw, rec.import_kw, rec.export_kw,
                           rec.curtail_kw, rec.charge_kw, rec.discharge_kw, rec.soc_kwh, bill, hours, figures)
 

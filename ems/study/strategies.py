@@ -123,7 +123,7 @@ class Oracle(Controller):
         stays = dict(sim.fleet.stays) if sim.fleet.drawn else None
         self.result = plan_span(cfg, pv, load, SiteState(soc0), stays=stays, final_terminal_value_per_kwh=0.0)
         self.flow_table = plan_flows(cfg, self.result.schedule, self.result.assignment)
-        self.summary = self.result.summary
+        self.outcome = self.result.outcome
 
     def flows(self) -> dict[int, Flow]:
         return self.flow_table(self.sim.t)
@@ -179,11 +179,11 @@ class Mpc(Controller):
         stays = known_stays(sim.fleet, now, now + pd.Timedelta(hours=self.hours))
         res = self.planner.plan(now, fc.pv_kw, fc.load_kw, state, stays=stays)
         self.plans += 1
-        self.fallbacks += bool(res.summary.get("fallback"))
+        self.fallbacks += res.outcome.fallback
         planned = plan_flows(self.cfg, res.schedule.iloc[:1], res.assignment.iloc[:1])(0)
         month_peak = math.inf
         if self.cfg.tariff.basic.kind == "demand":
-            planned_peak = res.summary["month_peaks_kw"].get(str(self.months[t]), res.summary["peak_kw"])
+            planned_peak = res.outcome.month_peaks_kw.get(str(self.months[t]), res.outcome.peak_kw)
             month_peak = max(state.month_peak_kw, float(planned_peak))
         return self.guard(planned, month_peak, float(res.problem.reserve_kwh[0]) if res.problem is not None
                           and res.problem.reserve_kwh is not None else 0.0)
@@ -215,7 +215,7 @@ class Mpc(Controller):
                             if have_plan else None,
                             vehicle_export_allowed=self.cfg.grid.vehicle_export_allowed,
                             import_limit_kw=self.cfg.grid.import_limit_kw)
-        by_id = {sp.charger_id: sp for sp in dispatch(inp)}
+        by_id = {sp.charger_id: sp for sp in dispatch(inp).setpoints}
         out = {}
         for v, c in attached.items():
             sp = by_id[self.cfg.chargers[c].id]

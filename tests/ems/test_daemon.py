@@ -157,7 +157,8 @@ def test_infeasible_departure_target_falls_back_with_an_event(home):
             assert d.plan.unusable and "infeasible" in kinds(svc)
             sp = (await d.dispatch_once())[0]
             assert sp.reason == "fallback" and sp.charge_kw == pytest.approx(6.0)
-            assert any("short of its" in m for m in svc.store.last_plan()["summary"]["messages"])
+            stored = svc.store.last_plan()["summary"]["shortfalls"]
+            assert any(s["kind"] == "target" and s["subject"] == "leaf" and s["planned"] for s in stored)
     run(scenario())
 
 

@@ -15,6 +15,7 @@ from ems.billing import compute_bill
 from ems.cli import main
 from ems.config import load_site
 from ems.errors import DataError
+from ems.plan_summary import PlanStatus, PlanSummary, ShortfallKind
 from ems.planning import Planner, SiteState, build_problem, demand_spec, plan_index, plan_site, plan_span
 
 TOKYO = "Asia/Tokyo"
@@ -85,12 +86,18 @@ def test_unreachable_departure_is_named_in_words_and_the_shortfall_reported(conf
     start = "2024-06-04 05:00"
     load = series(start, 24, 30, 0.5)
     res = plan_site(cfg, load.index[0], series(start, 24, 30, 0.0), load, full_state(cfg, 20.0), hours=24)
-    msgs = res.summary["messages"]
-    assert ("car leaf cannot reach 80 % by Tue 07:30: plugged in at Tue 05:00 with 20 %, needs 37.2 kWh, the 6 kW unit "
-            "v2h1 delivers at most 14.3 kWh; planning for 43 % (short 22.9 kWh)") in msgs
-    assert "car leaf leaves at Tue 07:30 with 43 %, 22.9 kWh short of its 80 % target" in msgs
-    assert any(m.startswith("the outage reserve of 6.6 kWh cannot be held at Tue 05:30") for m in msgs)
-    assert res.summary["status"] == "optimal"
+    out = res.outcome
+    before = [s for s in out.shortfalls_of(ShortfallKind.TARGET) if not s.planned]
+    planned = [s for s in out.shortfalls_of(ShortfallKind.TARGET) if s.planned]
+    assert [(s.subject, s.at) for s in before] == [("leaf", "Tue 07:30")] and before[0].amount == pytest.approx(22.9, abs=0.05)
+    assert [(s.subject, s.at) for s in planned] == [("leaf", "Tue 07:30")] and planned[0].amount == pytest.approx(22.9, abs=0.05)
+    assert out.departures_short and not out.infeasible and not out.fallback
+    reserve = out.shortfalls_of(ShortfallKind.RESERVE)
+    assert reserve and reserve[0].at == "Tue 05:00" and reserve[0].amount == pytest.approx(6.6 - 2.7, abs=0.06)
+    # the sentences for people carry the same facts
+    assert "car leaf leaves at Tue 07:30 with 43 %, 22.9 kWh short of its 80 % target" in out.messages
+    assert out.status is PlanStatus.OPTIMAL and res.summary["status"] == "optimal"
+    assert res.summary["shortfalls"][0]["kind"] in {"target", "reserve"}
 
 
 def test_ratchet_levels_come_from_the_history(configs):
@@ -186,3 +193,14 @@ def test_ems_plan_cli_with_csv_inputs(configs_dir, tmp_path, capfd):
     assert main(["plan", "--config", str(configs_dir / "home-v2h.yaml"), "--soc", "tesla=40",
                  "--pv", str(tmp_path / "pv.csv"), "--load", str(tmp_path / "load.csv")]) == 2
     assert "expected VEHICLE=PCT with a vehicle of ['leaf']" in capfd.readouterr().err
+
+
+def test_outcome_survives_the_json_summary(configs):
+    """The stored summary (as_dict, through JSON) reads back as the same typed outcome."""
+    cfg = configs["home-v2h"]
+    start = "2024-06-04 05:00"
+    load = series(start, 24, 30, 0.5)
+    res = plan_site(cfg, load.index[0], series(start, 24, 30, 0.0), load, full_state(cfg, 20.0), hours=24)
+    back = PlanSummary.from_dict(json.loads(json.dumps(res.summary)))
+    assert back == res.outcome
+    assert back.departures_short and back.shortfalls_of(ShortfallKind.TARGET)[0].subject == "leaf"
