@@ -1,5 +1,6 @@
-"""The V2H/V2B scheduling library: plain arrays in (:mod:`models.data`), a pyomo model
-(:mod:`models.formulation`) solved by HiGHS (:mod:`models.solve`), checked (:mod:`models.verify`).
+"""The V2H/V2B scheduling library: plain arrays in (:mod:`models.data`), the model built as a HiGHS
+matrix (:mod:`models.direct`; the same model in pyomo, :mod:`models.formulation`, is the independent
+reference) and solved by HiGHS (:mod:`models.solve`), checked (:mod:`models.verify`).
 
 Nothing here knows about YAML, Modbus, clocks or the ``ems`` application.
 """

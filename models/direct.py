@@ -1,24 +1,42 @@
-"""The same model written directly as a HiGHS matrix (highspy, no pyomo).
+"""The production formulation: the V2H/V2B model written directly as a HiGHS matrix (highspy, numpy).
 
-A second, independent statement of the hard constraint families of :mod:`models.formulation`
-(same variables, same equations, written as sparse rows). Only the numbers (bounds, prices) come
-from the shared :func:`models.formulation.param_values`. Used three ways: the ``highs_direct``
-interface of :class:`models.solve.Session` solves hard plans with it (a numpy build is several
-times cheaper than updating a persistent pyomo model); tests check that it and the pyomo model give
-the same optimum; ``bench/plan.py`` compares the two.
+One builder per constraint family, in the order and with the names of :mod:`models.formulation`
+(the independent pyomo statement of the same model, kept as the reference for the tests and as
+the pyomo interfaces of :class:`models.solve.Session`): the same variables, the same equations,
+written as sparse rows; hard and soft models alike (``soft``: the families of
+:data:`models.formulation.SOFT_FAMILIES` turned into rows with priced shortfall variables). Only
+the numbers (bounds, prices, penalties) come from the shared
+:func:`models.formulation.param_values`.
+
+Each builder adds *named blocks*: ``MatrixModel.cols[name]`` holds the column indices of variable
+``name`` and ``MatrixModel.rows[name]`` the row indices of constraint family ``name``, both shaped
+like the index of the pyomo component of that name (``imp`` (T), ``ch`` (P x T), ``soc`` (V x T+1),
+``soc_step`` (V x T), ...). Where that index is not a full product of sets, ``MatrixModel.index``
+gives its leading members (the chargers of ``charger_turn``, the (billed month, horizon month)
+pairs of ``ratchet``, the (vehicle, boundary) pairs of ``target_soft`` and ``tgt_short``, ...), so
+a persistent model can later change the bounds of one family in place.
+
+Indices and units as in :mod:`models.formulation`: steps t (0..T-1), boundaries k (0..T), pairs p,
+vehicles v; kW, kWh, hours, currency.
+
+Used three ways: the ``highs_direct`` interface of :class:`models.solve.Session` (the default)
+solves every plan with it, hard or soft (a numpy build is several times cheaper than updating a
+persistent pyomo model); property tests check that it and the pyomo model give the same optimum;
+``bench/plan.py`` compares the two.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import highspy
 import numpy as np
 from scipy import sparse
 
-from models.data import PlanProblem, export_cap_kw, import_cap_kw, needs_grid_direction_binary, pairs
-from models.formulation import param_values
+from models.data import PlanProblem, needs_grid_direction_binary, pairs
+from models.formulation import grid_direction_limits, param_values
 from models.requirements import Requirements, vehicle_discharge_efficiency
 from models.solution import Values
 
@@ -40,55 +58,72 @@ def quiet_highs() -> highspy.Highs:
 
 
 class _Matrix:
-    """Columns (bounds, cost, integrality) and rows (bounds, triplets) collected as numpy arrays."""
+    """A model under construction: named blocks of columns (bounds, integrality, cost) and of rows
+    (bounds, coefficient triplets), collected as numpy arrays and handed to HiGHS at the end."""
 
     def __init__(self) -> None:
-        self.lb: list[np.ndarray] = []
-        self.ub: list[np.ndarray] = []
-        self.cost: list[np.ndarray] = []
-        self.integer: list[np.ndarray] = []
-        self.n = 0
-        self.rlo: list[np.ndarray] = []
-        self.rhi: list[np.ndarray] = []
-        self.m = 0
-        self.trip: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+        self.n = 0  # columns so far
+        self.m = 0  # rows so far
+        self._lb: list[np.ndarray] = []
+        self._ub: list[np.ndarray] = []
+        self._integer: list[np.ndarray] = []
+        self._rlo: list[np.ndarray] = []
+        self._rhi: list[np.ndarray] = []
+        self._trip: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+        self._costs: list[tuple[np.ndarray, np.ndarray]] = []
+        self._upper: list[tuple[np.ndarray, np.ndarray]] = []
+        self.cols: dict[str, np.ndarray] = {}
+        self.rows: dict[str, np.ndarray] = {}
+        self.index: dict[str, tuple[np.ndarray, ...]] = {}
 
-    def cols(self, shape: tuple[int, ...], lb, ub, cost=0.0, integer: bool = False) -> np.ndarray:
-        """New columns shaped ``shape``; returns their indices in that shape."""
+    def var(self, name: str, shape: tuple[int, ...], lb: Any, ub: Any, integer: bool = False) -> np.ndarray:
+        """New columns ``name`` shaped ``shape`` with lb <= x <= ub (broadcast); returns their indices."""
         size = int(np.prod(shape))
         idx = np.arange(self.n, self.n + size).reshape(shape)
         self.n += size
-        self.lb.append(np.broadcast_to(np.asarray(lb, float), shape).ravel())
-        self.ub.append(np.broadcast_to(np.asarray(ub, float), shape).ravel())
-        self.cost.append(np.broadcast_to(np.asarray(cost, float), shape).ravel())
-        self.integer.append(np.full(size, integer))
+        self._lb.append(np.broadcast_to(np.asarray(lb, float), shape).ravel())
+        self._ub.append(np.broadcast_to(np.asarray(ub, float), shape).ravel())
+        self._integer.append(np.full(size, integer))
+        self.cols[name] = idx
         return idx
 
-    def rows(self, size: int, lo, hi) -> np.ndarray:
-        """New rows with bounds lo <= a x <= hi; returns their indices."""
-        idx = np.arange(self.m, self.m + size)
+    def con(self, name: str, shape: tuple[int, ...], lo: Any, hi: Any) -> np.ndarray:
+        """New rows ``name`` shaped ``shape`` with lo <= a x <= hi (broadcast); returns their indices."""
+        size = int(np.prod(shape))
+        idx = np.arange(self.m, self.m + size).reshape(shape)
         self.m += size
-        self.rlo.append(np.broadcast_to(np.asarray(lo, float), (size,)).copy())
-        self.rhi.append(np.broadcast_to(np.asarray(hi, float), (size,)).copy())
+        self._rlo.append(np.broadcast_to(np.asarray(lo, float), shape).ravel())
+        self._rhi.append(np.broadcast_to(np.asarray(hi, float), shape).ravel())
+        self.rows[name] = idx
         return idx
 
-    def add(self, rows: np.ndarray, cols: np.ndarray, coef) -> None:
+    def add(self, rows: np.ndarray, cols: np.ndarray, coef: Any) -> None:
         """Coefficients ``coef`` of columns ``cols`` in rows ``rows`` (arrays broadcast together)."""
         r, c, v = np.broadcast_arrays(np.asarray(rows), np.asarray(cols), np.asarray(coef, float))
-        self.trip.append((r.ravel(), c.ravel(), v.ravel()))
+        self._trip.append((r.ravel(), c.ravel(), v.ravel()))
+
+    def cost(self, cols: np.ndarray, price: Any) -> None:
+        """Objective coefficients ``price`` of columns ``cols`` (broadcast; columns not priced cost 0)."""
+        self._costs.append((np.asarray(cols).ravel(), np.broadcast_to(np.asarray(price, float), np.shape(cols)).ravel()))
+
+    def set_ub(self, cols: np.ndarray, ub: Any) -> None:
+        """Replace the upper bound of existing columns ``cols`` (broadcast)."""
+        self._upper.append((np.asarray(cols).ravel(), np.broadcast_to(np.asarray(ub, float), np.shape(cols)).ravel()))
 
     def highs(self, offset: float) -> highspy.Highs:
-        """The collected model in a new HiGHS instance."""
+        """The collected model, objective constant ``offset`` [currency], in a new HiGHS instance."""
         h = quiet_highs()
-        lb, ub = np.concatenate(self.lb), np.concatenate(self.ub)
-        h.addCols(self.n, np.concatenate(self.cost), lb, ub, 0, np.array([], np.int32), np.array([], np.int32), np.array([]))
-        r = np.concatenate([t[0] for t in self.trip])
-        c = np.concatenate([t[1] for t in self.trip])
-        v = np.concatenate([t[2] for t in self.trip])
+        cost, ub = np.zeros(self.n), np.concatenate(self._ub)
+        for cols, price in self._costs:
+            cost[cols] = price
+        for cols, val in self._upper:
+            ub[cols] = val
+        h.addCols(self.n, cost, np.concatenate(self._lb), ub, 0, np.array([], np.int32), np.array([], np.int32), np.array([]))
+        r, c, v = (np.concatenate([t[i] for t in self._trip]) for i in range(3))
         a = sparse.csr_matrix((v, (r, c)), shape=(self.m, self.n))
-        h.addRows(self.m, np.concatenate(self.rlo), np.concatenate(self.rhi), a.nnz,
+        h.addRows(self.m, np.concatenate(self._rlo), np.concatenate(self._rhi), a.nnz,
                   a.indptr.astype(np.int32), a.indices.astype(np.int32), a.data)
-        ints = np.flatnonzero(np.concatenate(self.integer)).astype(np.int32)
+        ints = np.flatnonzero(np.concatenate(self._integer)).astype(np.int32)
         if ints.size:
             h.changeColsIntegrality(ints.size, ints, np.full(ints.size, highspy.HighsVarType.kInteger))
         h.changeObjectiveOffset(offset)
@@ -97,19 +132,26 @@ class _Matrix:
 
 @dataclass
 class MatrixModel:
-    """A built model: the HiGHS instance and the columns of each variable of
-    :mod:`models.formulation` (indices shaped like the variable's index: imp (T), ch (P x T), soc
-    (V x T+1), ...; res_short and g only where the model has them)."""
+    """A built model: the HiGHS instance and its named blocks (see the module docstring).
+
+    ``cols``: variable name -> column indices; ``rows``: constraint family -> row indices, each
+    shaped like the index of the pyomo component of that name in :mod:`models.formulation`;
+    ``index``: the leading index members of blocks that do not span a full product of sets;
+    ``soft``: the softened families the model was built with.
+    """
 
     highs: highspy.Highs
     cols: dict[str, np.ndarray]
+    rows: dict[str, np.ndarray] = field(default_factory=dict)
+    index: dict[str, tuple[np.ndarray, ...]] = field(default_factory=dict)
+    soft: frozenset[str] = frozenset()
 
     def values(self, x: np.ndarray) -> Values:
         """The decisions in the column values ``x`` (a solution's ``col_value``) as arrays."""
         c = self.cols
         short = x[c["res_short"]] if "res_short" in c else np.zeros(c["imp"].size)
         return Values(imp=x[c["imp"]], exp=x[c["exp"]], curt=x[c["curt"]], uns=x[c["uns"]], ch=x[c["ch"]],
-                      dis=x[c["dis"]], soc=x[c["soc"]], res_short=short)
+                      dis=x[c["dis"]], soc=x[c["soc"]], res_short=short, over=x[c["over"]] if "over" in c else None)
 
     def with_values(self, x: np.ndarray, named: dict[str, np.ndarray]) -> np.ndarray:
         """A copy of the column values ``x`` with the variables in ``named`` (name -> array shaped
@@ -121,103 +163,291 @@ class MatrixModel:
         return out
 
 
-def build(problem: PlanProblem, req: Requirements) -> MatrixModel:
-    """The hard model of ``problem`` (with the bounds of ``req``) in a new HiGHS instance."""
-    vals = param_values(problem, req)
-    T, dt = problem.n_steps, problem.dt_h
+def add_grid(m: _Matrix, vals: dict[str, Any]) -> None:
+    """Grid and site flows per step [kW].
+
+    0 <= imp[t] <= imp_ub[t] (limit; 0 in an outage), 0 <= exp[t] <= exp_ub[t],
+    0 <= curt[t] <= pv[t], 0 <= uns[t] <= uns_ub[t] (the load, in outage steps only).
+    """
+    T = vals["net_load"].size
+    m.var("imp", (T,), 0.0, vals["imp_ub"])
+    m.var("exp", (T,), 0.0, vals["exp_ub"])
+    m.var("curt", (T,), 0.0, vals["pv"])
+    m.var("uns", (T,), 0.0, vals["uns_ub"])
+
+
+def add_chargers(m: _Matrix, problem: PlanProblem, vals: dict[str, Any]) -> None:
+    """Charge and discharge of each pair within ratings, only while plugged in [kW]; rows
+    ``charge_on``, ``discharge_on`` (P x T).
+
+    0 <= ch[p,t] <= ch_ub[p,t], 0 <= dis[p,t] <= dis_ub[p,t]; binaries yc, yd <= y_ub (plugged);
+    ch[p,t] - Pc_p * yc[p,t] <= 0  and  dis[p,t] - Pd_p * yd[p,t] <= 0.
+    """
     ps = pairs(problem)
-    P, V = len(ps), len(problem.vehicles)
-    x = _Matrix()
-    imp = x.cols((T,), 0, import_cap_kw(problem), vals["c_imp"])
-    exp = x.cols((T,), 0, export_cap_kw(problem), -vals["c_exp"])
-    curt = x.cols((T,), 0, problem.pv_kw)
-    uns = x.cols((T,), 0, vals["uns_ub"], vals["c_uns"])
-    ch = x.cols((P, T), 0, vals["ch_ub"])
-    dis = x.cols((P, T), 0, vals["dis_ub"], vals["c_wear"].reshape(-1, 1))
-    yc = x.cols((P, T), 0, vals["y_ub"], integer=True)
-    yd = x.cols((P, T), 0, vals["y_ub"], integer=True)
-    soc_cost = np.zeros((V, T + 1))
-    soc_cost[:, T] = vals["c_term"]
-    soc = x.cols((V, T + 1), vals["soc_lb"], vals["soc_ub"], soc_cost)
-    jump = x.cols((V, T + 1), -vals["jump_max"], vals["jump_max"])
-    cols = {"imp": imp, "exp": exp, "curt": curt, "uns": uns, "ch": ch, "dis": dis, "yc": yc, "yd": yd, "soc": soc}
-    steps = np.arange(T)
-    # power balance: imp - exp + sum dis - sum ch - curt + uns = load - pv
-    bal = x.rows(T, vals["net_load"], vals["net_load"])
-    for col, sign in ((imp, 1), (exp, -1), (curt, -1), (uns, 1)):
-        x.add(bal, col, sign)
-    for i in range(P):
-        x.add(bal, dis[i], 1.0)
-        x.add(bal, ch[i], -1.0)
-    if not problem.vehicle_export_allowed:  # exp + curt <= pv
-        r = x.rows(T, -INF, problem.pv_kw)
-        x.add(r, exp, 1.0)
-        x.add(r, curt, 1.0)
-    for i, p in enumerate(ps):  # ch <= Pc yc, dis <= Pd yd
-        r = x.rows(T, -INF, 0.0)
-        x.add(r, ch[i], 1.0)
-        x.add(r, yc[i], -p.charge_kw)
-        r = x.rows(T, -INF, 0.0)
-        x.add(r, dis[i], 1.0)
-        x.add(r, yd[i], -p.discharge_kw)
-    groups = [[i for i, p in enumerate(ps) if p.c == c] for c in range(len(problem.chargers))]
-    groups += [g for g in ([i for i, p in enumerate(ps) if p.v == v] for v in range(V)) if len(g) > 1]
-    for g in groups:  # one car per charger, one charger per car, one direction
-        if g:
-            r = x.rows(T, -INF, 1.0)
-            for i in g:
-                x.add(r, yc[i], 1.0)
-                x.add(r, yd[i], 1.0)
-    if needs_grid_direction_binary(problem):
-        li, le = float(import_cap_kw(problem).max()), float(export_cap_kw(problem).max(initial=0.0))
-        g = cols["g"] = x.cols((T,), 0, 1, integer=True)
-        r = x.rows(T, -INF, 0.0)
-        x.add(r, imp, 1.0)
-        x.add(r, g, -li)
-        r = x.rows(T, -INF, le)
-        x.add(r, exp, 1.0)
-        x.add(r, g, le)
-    for v in range(V):  # soc[k+1] - soc[k] - flows - jump[k+1] = -trip[k+1]
-        r = x.rows(T, -vals["trip"][v, 1:], -vals["trip"][v, 1:])
-        x.add(r, soc[v, 1:], 1.0)
-        x.add(r, soc[v, :-1], -1.0)
-        x.add(r, jump[v, 1:], -1.0)
-        for i, p in enumerate(ps):
-            if p.v == v:
-                x.add(r, ch[i], -p.eta_c * dt)
-                x.add(r, dis[i], dt / p.eta_d)
-    if problem.reserve_kwh is not None:
-        eta = vehicle_discharge_efficiency(problem)
-        short = cols["res_short"] = x.cols((T,), 0, vals["res_ub"], vals["c_res"])
-        held = x.cols((V, T), -vals["held_max"], vals["held_max"])
-        total = x.rows(T, vals["res_rhs"], INF)
-        x.add(total, short, 1.0)
-        for v in range(V):
-            r = x.rows(T, -INF, vals["held_rhs"][v])
-            x.add(r, held[v], 1.0)
-            x.add(r, soc[v, 1:], -eta[v])
-            x.add(total, held[v], 1.0)
+    shape = (len(ps), problem.n_steps)
+    ch = m.var("ch", shape, 0.0, vals["ch_ub"])
+    dis = m.var("dis", shape, 0.0, vals["dis_ub"])
+    yc = m.var("yc", shape, 0.0, vals["y_ub"], integer=True)
+    yd = m.var("yd", shape, 0.0, vals["y_ub"], integer=True)
+    for name, flow, on, rating in (("charge_on", ch, yc, [p.charge_kw for p in ps]),
+                                   ("discharge_on", dis, yd, [p.discharge_kw for p in ps])):
+        r = m.con(name, shape, -INF, 0.0)
+        m.add(r, flow, 1.0)
+        m.add(r, on, -np.reshape(rating, (-1, 1)))
+
+
+def _one_at_a_time(m: _Matrix, name: str, owner: np.ndarray, groups: np.ndarray, n_steps: int) -> None:
+    """Rows ``name`` (groups x T): sum over pairs i with owner[i] == g of (yc[i,t] + yd[i,t]) <= 1."""
+    r = m.con(name, (groups.size, n_steps), -INF, 1.0)
+    m.index[name] = (groups,)
+    mine = np.isin(owner, groups)
+    at = np.searchsorted(groups, owner[mine])
+    for y in ("yc", "yd"):
+        m.add(r[at], m.cols[y][mine], 1.0)
+
+
+def add_charger_turns(m: _Matrix, problem: PlanProblem) -> None:
+    """At most one vehicle per charger per step, never charging and discharging at once.
+
+    ``charger_turn`` (chargers with a pair x T): sum over pairs p on charger c of (yc + yd) <= 1;
+    ``one_plug`` (vehicles allowed on several chargers x T, only when there are such):
+    sum over the vehicle's pairs of (yc + yd) <= 1.
+    """
+    ps = pairs(problem)
+    on_c = np.array([p.c for p in ps], dtype=int)
+    on_v = np.array([p.v for p in ps], dtype=int)
+    _one_at_a_time(m, "charger_turn", on_c, np.unique(on_c), problem.n_steps)
+    multi = np.flatnonzero(np.bincount(on_v, minlength=len(problem.vehicles)) > 1)
+    if multi.size:
+        _one_at_a_time(m, "one_plug", on_v, multi, problem.n_steps)
+
+
+def add_power_balance(m: _Matrix, vals: dict[str, Any]) -> None:
+    """Power balance at the site's bus each step [kW]; rows ``balance`` (T).
+
+    imp[t] - exp[t] + sum_p dis[p,t] - sum_p ch[p,t] - curt[t] + uns[t] = load[t] - pv[t]
+    """
+    bal = m.con("balance", vals["net_load"].shape, vals["net_load"], vals["net_load"])
+    for name, sign in (("imp", 1.0), ("exp", -1.0), ("dis", 1.0), ("ch", -1.0), ("curt", -1.0), ("uns", 1.0)):
+        m.add(bal, m.cols[name], sign)
+
+
+def add_pv_only_export(m: _Matrix, vals: dict[str, Any]) -> None:
+    """Export comes from PV only (sites without vehicle export) [kW]; rows ``pv_export`` (T).
+
+    exp[t] + curt[t] <= pv[t] (with exp[t] <= max(0, pv[t] - load[t]) as its bound).
+    """
+    r = m.con("pv_export", vals["pv"].shape, -INF, vals["pv"])
+    m.add(r, m.cols["exp"], 1.0)
+    m.add(r, m.cols["curt"], 1.0)
+
+
+def add_grid_direction(m: _Matrix, problem: PlanProblem, soft: frozenset[str]) -> None:
+    """Import and export never in the same step [kW]; rows ``import_side``, ``export_side`` (T).
+
+    imp[t] - L_imp * g[t] <= 0,  exp[t] + L_exp * g[t] <= L_exp,  g binary; L the most import and
+    export can be (:func:`models.formulation.grid_direction_limits`).
+    """
+    li, le = grid_direction_limits(problem, soft)
+    T = problem.n_steps
+    g = m.var("g", (T,), 0.0, 1.0, integer=True)
+    r = m.con("import_side", (T,), -INF, 0.0)
+    m.add(r, m.cols["imp"], 1.0)
+    m.add(r, g, -li)
+    r = m.con("export_side", (T,), -INF, le)
+    m.add(r, m.cols["exp"], 1.0)
+    m.add(r, g, le)
+
+
+def add_soc(m: _Matrix, problem: PlanProblem, vals: dict[str, Any]) -> None:
+    """State of charge of each vehicle at each boundary [kWh]; rows ``soc_step`` (V x T).
+
+    soc[v,k+1] - soc[v,k] - sum over v's pairs p of (eta_c,p * ch[p,k] - dis[p,k] / eta_d,p) * dt
+    - jump[v,k+1] = -trip[v,k+1];  soc_lb <= soc <= soc_ub,  -jump_max <= jump <= jump_max.
+    """
+    ps = pairs(problem)
+    V, T, dt = len(problem.vehicles), problem.n_steps, problem.dt_h
+    soc = m.var("soc", (V, T + 1), vals["soc_lb"], vals["soc_ub"])
+    jump = m.var("jump", (V, T + 1), -vals["jump_max"], vals["jump_max"])
+    rhs = -vals["trip"][:, 1:]
+    r = m.con("soc_step", (V, T), rhs, rhs)
+    m.add(r, soc[:, 1:], 1.0)
+    m.add(r, soc[:, :-1], -1.0)
+    m.add(r, jump[:, 1:], -1.0)
+    of_v = np.array([p.v for p in ps], dtype=int)
+    m.add(r[of_v], m.cols["ch"], np.array([-p.eta_c * dt for p in ps]).reshape(-1, 1))
+    m.add(r[of_v], m.cols["dis"], np.array([dt / p.eta_d for p in ps]).reshape(-1, 1))
+
+
+def add_reserve(m: _Matrix, problem: PlanProblem, vals: dict[str, Any]) -> None:
+    """Outage reserve held in the plugged-in cars [kWh]; rows ``held_energy`` (V x T), ``reserve`` (T).
+
+    res_held[v,t] - eta_d,v * soc[v,t+1] <= held_rhs[v,t],  -held_max <= res_held <= held_max;
+    sum_v res_held[v,t] + res_short[t] >= res_rhs[t],  0 <= res_short[t] <= res_ub[t].
+    """
+    V, T = len(problem.vehicles), problem.n_steps
+    short = m.var("res_short", (T,), 0.0, vals["res_ub"])
+    held = m.var("res_held", (V, T), -vals["held_max"], vals["held_max"])
+    r = m.con("held_energy", (V, T), -INF, vals["held_rhs"])
+    m.add(r, held, 1.0)
+    m.add(r, m.cols["soc"][:, 1:], -vehicle_discharge_efficiency(problem).reshape(-1, 1))
+    r = m.con("reserve", (T,), vals["res_rhs"], INF)
+    m.add(r, held, 1.0)
+    m.add(r, short, 1.0)
+
+
+def add_demand(m: _Matrix, problem: PlanProblem, vals: dict[str, Any]) -> None:
+    """Monthly peaks and the contract kW they set, with the ratchet [kW]; rows ``window`` (W),
+    ``ratchet`` (links; ``index["ratchet"]`` = (billed month b, horizon month m)).
+
+    peak[m(w)] - sum_{t in w} imp[t] * dt / hours[w] >= pre[w] / hours[w];  peak[m] >= floor[m];
+    contract[b] >= held[b];  contract[b] - peak[m] >= 0 for each linked (b, m).
+    """
     d = problem.demand
-    if d is not None:
-        peak = x.cols((d.n_months,), vals["floor"], INF)
-        contract = x.cols((d.held_kw.size,), vals["held"], INF, vals["rate"])
-        r = x.rows(d.n_windows, vals["pre_avg"], INF)
-        x.add(r, peak[d.month_of_window], 1.0)
-        x.add(r[d.window_of_step], imp[steps], -dt / d.window_hours[d.window_of_step])
-        b, mth = np.nonzero(d.links)
-        r = x.rows(b.size, 0.0, INF)
-        x.add(r, contract[b], 1.0)
-        x.add(r, peak[mth], -1.0)
+    imp = m.cols["imp"]
+    peak = m.var("peak", (d.n_months,), vals["floor"], INF)
+    contract = m.var("contract", (d.held_kw.size,), vals["held"], INF)
+    r = m.con("window", (d.n_windows,), vals["pre_avg"], INF)
+    m.add(r, peak[d.month_of_window], 1.0)
+    m.add(r[d.window_of_step], imp, -problem.dt_h / d.window_hours[d.window_of_step])
+    b, mth = np.nonzero(d.links)
+    r = m.con("ratchet", (b.size,), 0.0, INF)
+    m.index["ratchet"] = (b, mth)
+    m.add(r, contract[b], 1.0)
+    m.add(r, peak[mth], -1.0)
+
+
+def add_blocks(m: _Matrix, problem: PlanProblem, vals: dict[str, Any]) -> None:
+    """Increasing block energy rates [kWh]; rows ``block_fill`` (block months N).
+
+    sum_{t in month n} imp[t] * dt - sum_j block[n,j] = 0,  0 <= block[n,j] <= room[n,j] (the last
+    block unbounded); the non-decreasing rates make the cheaper blocks fill first.
+    """
     bl = problem.blocks
-    if bl is not None:
-        room = np.where(np.isfinite(bl.room_kwh), bl.room_kwh, INF)
-        room[:, -1] = INF
-        blk = x.cols(bl.room_kwh.shape, 0, room, bl.rates.reshape(1, -1))
-        r = x.rows(bl.room_kwh.shape[0], 0.0, 0.0)
-        x.add(r[bl.month_of_step], imp[steps], dt)
-        for j in range(bl.rates.size):
-            x.add(r, blk[:, j], -1.0)
-    return MatrixModel(x.highs(float(vals["obj_const"])), cols)
+    room = np.array(vals["room"], dtype=float)
+    room[:, -1] = INF
+    blk = m.var("block", room.shape, 0.0, room)
+    r = m.con("block_fill", (room.shape[0],), 0.0, 0.0)
+    m.add(r[bl.month_of_step], m.cols["imp"], problem.dt_h)
+    m.add(r.reshape(-1, 1), blk, -1.0)
+
+
+def add_soft_import(m: _Matrix, problem: PlanProblem, vals: dict[str, Any]) -> None:
+    """Import above its limit, priced [kW]; rows ``import_soft`` (T).
+
+    imp[t] - over[t] <= imp_ub[t];  imp's own upper bound lifted outside outages;
+    0 <= over[t] (0 in an outage).
+    """
+    outage = problem.outage_mask
+    over = m.var("over", outage.shape, 0.0, np.where(outage, 0.0, INF))
+    imp = m.cols["imp"]
+    m.set_ub(imp[~outage], INF)
+    r = m.con("import_soft", outage.shape, -INF, vals["imp_ub"])
+    m.add(r, imp, 1.0)
+    m.add(r, over, -1.0)
+
+
+def add_soft_min_soc(m: _Matrix, vals: dict[str, Any]) -> None:
+    """SOC below the minimum, priced [kWh]; rows ``min_soft`` (V x boundaries 1..T).
+
+    soc[v,k] + below[v,k] >= min_v for k >= 1;  below >= 0 (V x T+1 as in pyomo; boundary 0,
+    in no row, fixed at 0).
+    """
+    soc = m.cols["soc"]
+    ub = np.full(soc.shape, INF)
+    ub[:, 0] = 0.0
+    below = m.var("below", soc.shape, 0.0, ub)
+    r = m.con("min_soft", (soc.shape[0], soc.shape[1] - 1), vals["soft_min"][:, 1:], INF)
+    m.add(r, soc[:, 1:], 1.0)
+    m.add(r, below[:, 1:], 1.0)
+
+
+def add_soft_target(m: _Matrix, problem: PlanProblem, vals: dict[str, Any]) -> None:
+    """Departure targets missed, priced [kWh]; rows ``target_soft`` and columns ``tgt_short`` over the
+    (vehicle, boundary) pairs with a target (``index``, in vehicle then boundary order).
+
+    soc[v,k] + tgt_short[v,k] >= min(target[v,k], ceiling[v,k]),  tgt_short >= 0.
+    """
+    v, k = np.nonzero([~np.isnan(veh.target_kwh) for veh in problem.vehicles])
+    short = m.var("tgt_short", (v.size,), 0.0, INF)
+    r = m.con("target_soft", (v.size,), vals["soft_target"][v, k], INF)
+    m.index["tgt_short"] = m.index["target_soft"] = (v, k)
+    m.add(r, m.cols["soc"][v, k], 1.0)
+    m.add(r, short, 1.0)
+
+
+def add_soft_final(m: _Matrix, vals: dict[str, Any]) -> None:
+    """Final SOC below the initial, priced [kWh]; rows ``final_soft`` (V).
+
+    soc[v,T] + final_short[v] >= soc[v,0],  final_short >= 0.
+    """
+    soc = m.cols["soc"]
+    short = m.var("final_short", (soc.shape[0],), 0.0, INF)
+    r = m.con("final_soft", (soc.shape[0],), vals["soft_final"], INF)
+    m.add(r, soc[:, -1], 1.0)
+    m.add(r, short, 1.0)
+
+
+def add_soft(m: _Matrix, problem: PlanProblem, vals: dict[str, Any], soft: frozenset[str]) -> None:
+    """Shortfall variables for the softened families (the reserve's soft case is only its lifted
+    shortfall bound and price, already in ``vals``; final only with the final-SOC option)."""
+    if "import" in soft:
+        add_soft_import(m, problem, vals)
+    if "min_soc" in soft:
+        add_soft_min_soc(m, vals)
+    if "target" in soft:
+        add_soft_target(m, problem, vals)
+    if "final" in soft and problem.final_soc_at_least_initial:
+        add_soft_final(m, vals)
+
+
+def add_objective(m: _Matrix, problem: PlanProblem, vals: dict[str, Any]) -> float:
+    """Price the columns; returns the objective's constant [currency].
+
+    sum_t (c_imp[t]*imp[t] - c_exp[t]*exp[t] + c_uns*uns[t] + c_res*res_short[t])
+    + sum_{p,t} c_wear[p]*dis[p,t] + c_term * sum_v soc[v,T] + rate * sum_b contract[b]
+    + sum_{n,j} c_block[j]*block[n,j] + pen_import*dt * sum_t over[t]
+    + pen_min_soc*dt * sum_{v,k>=1} below[v,k] + pen_target * sum tgt_short + pen_final * sum final_short
+    + obj_const (c_* already hold dt: currency per kW-step, per kWh or per kW-month).
+    """
+    c, dt = m.cols, problem.dt_h
+    prices = {"imp": vals["c_imp"], "exp": -vals["c_exp"], "uns": vals["c_uns"], "dis": vals["c_wear"].reshape(-1, 1),
+              "res_short": vals["c_res"], "contract": vals.get("rate"), "block": vals.get("c_block"),
+              "over": vals.get("pen_import", 0.0) * dt, "tgt_short": vals.get("pen_target"),
+              "final_short": vals.get("pen_final")}
+    for name, price in prices.items():
+        if name in c:
+            m.cost(c[name], price)
+    m.cost(c["soc"][:, -1], vals["c_term"])
+    if "below" in c:
+        m.cost(c["below"][:, 1:], vals["pen_min_soc"] * dt)
+    return float(vals["obj_const"])
+
+
+def build(problem: PlanProblem, req: Requirements, soft: frozenset[str] = frozenset()) -> MatrixModel:
+    """The model of ``problem`` with the bounds of ``req`` and the softened families ``soft`` in a
+    new HiGHS instance (the families of :func:`models.formulation.build_model`, in its order)."""
+    vals = param_values(problem, req, soft)
+    m = _Matrix()
+    add_grid(m, vals)
+    add_chargers(m, problem, vals)
+    add_charger_turns(m, problem)
+    add_power_balance(m, vals)
+    if not problem.vehicle_export_allowed:
+        add_pv_only_export(m, vals)
+    if needs_grid_direction_binary(problem):
+        add_grid_direction(m, problem, soft)
+    add_soc(m, problem, vals)
+    if problem.reserve_kwh is not None:
+        add_reserve(m, problem, vals)
+    if problem.demand is not None:
+        add_demand(m, problem, vals)
+    if problem.blocks is not None:
+        add_blocks(m, problem, vals)
+    if soft:
+        add_soft(m, problem, vals, soft)
+    offset = add_objective(m, problem, vals)
+    return MatrixModel(m.highs(offset), m.cols, m.rows, m.index, frozenset(soft))
 
 
 def run(h: highspy.Highs, relax: bool, mip_rel_gap: float, time_limit_s: float) -> None:
@@ -240,10 +470,10 @@ class DirectResult:
 
 
 def solve(problem: PlanProblem, req: Requirements, relax: bool = False, mip_rel_gap: float = 1e-6,
-          time_limit_s: float = 60.0) -> DirectResult:
-    """Build and solve the matrix model (its LP relaxation if ``relax``)."""
+          time_limit_s: float = 60.0, soft: frozenset[str] = frozenset()) -> DirectResult:
+    """Build and solve the matrix model (its LP relaxation if ``relax``), softened families ``soft``."""
     t0 = time.perf_counter()
-    h = build(problem, req).highs
+    h = build(problem, req, soft).highs
     t1 = time.perf_counter()
     run(h, relax, mip_rel_gap, time_limit_s)
     t2 = time.perf_counter()

@@ -1,5 +1,11 @@
 """The V2H/V2B scheduling model in pyomo: one builder per constraint family.
 
+The independent reference statement of the model. Production plans are built by
+:mod:`models.direct` (the same variables and rows as a HiGHS matrix, the default ``highs_direct``
+interface of :class:`models.solve.Session`); this module is what the property tests compare it
+with, and what the pyomo interfaces (``appsi_highs``, ``highs``) solve when selected. The numbers of
+both (:func:`param_values`, :func:`soft_penalties`) and the structure key are defined here once.
+
 Indices: steps t in T (0..T-1), boundaries k in K (0..T), pairs p in P (a vehicle on a charger it
 may use), vehicles v in V, chargers c in C, demand windows w in W, horizon months m in M, billed
 months b in B, block months n and blocks j (block tariffs). Units: kW, kWh, hours, currency.
@@ -245,12 +251,27 @@ def add_pv_only_export(m: pe.ConcreteModel) -> None:
     m.pv_export = pe.Constraint(m.T, rule=lambda m, t: m.exp[t] + m.curt[t] <= m.pv[t])
 
 
-def add_grid_direction(m: pe.ConcreteModel, problem: PlanProblem) -> None:
+def grid_direction_limits(problem: PlanProblem, soft: frozenset[str] = frozenset()) -> tuple[float, float]:
+    """The most import and export can be in any step [kW]: the constants of the grid-direction rows.
+
+    Export: its largest cap. Import: its largest limit; when import is soft (no limit outside
+    outages) at least the load plus every pair charging at its full rating, the most the site can
+    draw while not exporting (so the rows never cap a priced import above the limit).
+    """
+    li = float(import_cap_kw(problem).max())
+    if "import" in soft:
+        charge = sum((pair_charge_cap_kw(problem, p) for p in pairs(problem)), np.zeros(problem.n_steps))
+        li = max(li, float((problem.load_kw + charge).max()))
+    return li, float(export_cap_kw(problem).max(initial=0.0))
+
+
+def add_grid_direction(m: pe.ConcreteModel, problem: PlanProblem, soft: frozenset[str] = frozenset()) -> None:
     """Import and export never in the same step (only built when export could pay more than import).
 
-    import[t] <= L_imp * g[t],  export[t] <= L_exp * (1 - g[t]),  g binary; L are the largest limits [kW].
+    import[t] <= L_imp * g[t],  export[t] <= L_exp * (1 - g[t]),  g binary; L the most import and
+    export can be (:func:`grid_direction_limits`) [kW].
     """
-    li, le = float(import_cap_kw(problem).max()), float(export_cap_kw(problem).max(initial=0.0))
+    li, le = grid_direction_limits(problem, soft)
     m.g = pe.Var(m.T, domain=pe.Binary)
     m.import_side = pe.Constraint(m.T, rule=lambda m, t: m.imp[t] <= li * m.g[t])
     m.export_side = pe.Constraint(m.T, rule=lambda m, t: m.exp[t] <= le * (1 - m.g[t]))
@@ -399,7 +420,7 @@ def build_model(problem: PlanProblem, req: Requirements, soft: frozenset[str] = 
     if not problem.vehicle_export_allowed:
         add_pv_only_export(m)
     if needs_grid_direction_binary(problem):
-        add_grid_direction(m, problem)
+        add_grid_direction(m, problem, soft)
     add_soc(m, problem)
     if problem.reserve_kwh is not None:
         add_reserve(m, problem)

@@ -15,15 +15,16 @@ point is a proven MILP optimum. Otherwise:
 2. *MILP*: HiGHS branch and bound, warm-started from the (repaired) relaxed point, within the
    time limit and relative gap.
 
-Two ways to the solver share this logic (:class:`Session`, ``SolveOptions.interface``):
+Two formulations of the same model reach the solver, sharing this logic (:class:`Session`,
+``SolveOptions.interface``):
 
-- through pyomo (``appsi_highs``, ``highs``): one persistent model per
-  :func:`models.formulation.structure_key` with the solver attached to it, so a re-plan with the
-  same shape only writes new parameter values;
-- ``highs_direct`` (the default): the hard model built as a HiGHS matrix with numpy
-  (:mod:`models.direct`), fresh for every solve: a few ms, several times cheaper than pyomo's
-  parameter update (``bench/plan.py``); the same optimum (property tests). Soft models still go
-  through pyomo (``appsi_highs``), as they are rare (only when the hard model is infeasible).
+- ``highs_direct`` (the default, the production path): the model, hard or soft, built as a HiGHS
+  matrix with numpy (:mod:`models.direct`), fresh for every solve: a few ms, several times cheaper
+  than pyomo's parameter update (``bench/plan.py``); no pyomo model is built or solved;
+- through pyomo (``appsi_highs``, ``highs``), the independent reference formulation
+  (:mod:`models.formulation`): one persistent model per :func:`models.formulation.structure_key`
+  with the solver attached to it, so a re-plan with the same shape only writes new parameter
+  values (soft models are built fresh). Property tests check that both give the same optimum.
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ from models.verify import ACTIVE_KW
 log = logging.getLogger(__name__)
 
 PYOMO_INTERFACES = ("appsi_highs", "highs")
-DIRECT = "highs_direct"  # the hard model as a HiGHS matrix, without pyomo (models/direct.py)
+DIRECT = "highs_direct"  # the model as a HiGHS matrix, without pyomo (models/direct.py)
 INTERFACES = PYOMO_INTERFACES + (DIRECT,)
 # Models kept per session: 15-minute plans alternate between two window alignments (:00 and :15
 # starts), and a month end in the horizon adds shapes; 4 covers both without holding much memory.
@@ -57,9 +58,9 @@ MAX_MODELS = 4
 class SolveOptions:
     """Solver settings: time limit [s] per solve, MILP relative gap (fraction), solver interface.
 
-    ``interface``: ``"highs_direct"`` (default: hard models as a HiGHS matrix without pyomo, with a
-    MIP start; soft models through appsi_highs), ``"appsi_highs"`` (pyomo.contrib.appsi, MIP start
-    too) or ``"highs"`` (pyomo.contrib.solver). ``lp_first=False`` always solves the MILP (for
+    ``interface``: ``"highs_direct"`` (default: every model, hard or soft, as a HiGHS matrix without
+    pyomo, with a MIP start), ``"appsi_highs"`` (the pyomo reference through pyomo.contrib.appsi, MIP
+    start too) or ``"highs"`` (pyomo.contrib.solver). ``lp_first=False`` always solves the MILP (for
     comparisons). ``persistent=False`` builds a new pyomo model for every solve (``highs_direct``
     always builds anew).
     """
@@ -187,11 +188,12 @@ _FOUND = (highspy.HighsModelStatus.kOptimal, highspy.HighsModelStatus.kInfeasibl
 
 
 class _DirectModel:
-    """The hard model of one problem as a HiGHS matrix (:mod:`models.direct`), solved without pyomo."""
+    """The model of one problem (softened families ``soft``) as a HiGHS matrix (:mod:`models.direct`),
+    solved without pyomo."""
 
-    def __init__(self, problem: PlanProblem, req: Requirements):
+    def __init__(self, problem: PlanProblem, req: Requirements, soft: frozenset[str] = frozenset()):
         self.problem = problem
-        self.matrix = direct.build(problem, req)
+        self.matrix = direct.build(problem, req, soft)
         self.x: np.ndarray | None = None  # column values of the last solution
 
     def run(self, relax: bool, options: SolveOptions, warm: Values | None = None) -> _Run:
@@ -338,9 +340,10 @@ def _set_warm_start(m: pe.ConcreteModel, problem: PlanProblem, v: Values) -> Non
 
 
 class Session:
-    """A reusable solver session: a pyomo model and solver per structure (the last ``MAX_MODELS``),
-    parameters updated in place; or with ``highs_direct`` a HiGHS matrix model built per hard solve.
-    ``rebuilds`` counts the models built for hard solves."""
+    """A reusable solver session: with ``highs_direct`` a HiGHS matrix model built per solve; with a
+    pyomo interface a pyomo model and solver per structure (the last ``MAX_MODELS``), parameters
+    updated in place, and a fresh pyomo model per soft (or non-persistent) solve. ``rebuilds``
+    counts the models built (a persistent pyomo model updated in place is not counted)."""
 
     def __init__(self, options: SolveOptions | None = None):
         self.options = options or SolveOptions()
@@ -348,15 +351,14 @@ class Session:
         self.rebuilds = 0
 
     def _model_for(self, problem: PlanProblem, req: Requirements, soft: frozenset[str]) -> _PyomoModel | _DirectModel:
-        """The model of ``problem``: a matrix model (``highs_direct``, hard), a fresh pyomo model
-        (soft, or not persistent), or the persistent one updated (rebuilt when the structure changed)."""
+        """The model of ``problem``: a matrix model (``highs_direct``), a fresh pyomo model (soft, or
+        not persistent), or the persistent one updated (rebuilt when the structure changed)."""
         interface = self.options.interface
         if interface == DIRECT:
-            if not soft:
-                self.rebuilds += 1
-                return _DirectModel(problem, req)
-            interface = "appsi_highs"
+            self.rebuilds += 1
+            return _DirectModel(problem, req, soft)
         if soft or not self.options.persistent:
+            self.rebuilds += 1
             return _PyomoModel(build_model(problem, req, soft, mutable=False), _Backend(interface), problem)
         key = structure_key(problem)
         if key in self._models:
