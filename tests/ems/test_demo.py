@@ -49,7 +49,7 @@ def test_demo_bill_under_the_home_tariff():
     assert tariff.name.startswith("Residential time-of-use")
     assert [m.month for m in bill.months][0::5] == ["2024-03", "2024-08", "2025-01"] and len(bill.months) == 11
     for m in bill.months:
-        assert m.basic == pytest.approx(31.18 * 60)                 # 60 A contract
+        assert m.basic == pytest.approx(311.75 / 10 * 60)           # 311.75 JPY per 10 A, 60 A contract
         assert sum(m.import_kwh_by_period.values()) == pytest.approx(m.import_kwh)
         assert m.export_credit == pytest.approx(16.0 * m.export_kwh)
         assert not m.partial
