@@ -63,6 +63,8 @@ def weighted_mean(x: np.ndarray, w: np.ndarray) -> np.ndarray:
 def weighted_median(x: np.ndarray, w: np.ndarray) -> np.ndarray:
     """Per column of ``x``, the weighted median of the finite values: the smallest value whose
     cumulative weight reaches half the column's total (NaN if none)."""
+    if x.shape[0] == 0:   # no days at all
+        return np.full(x.shape[1], np.nan)
     order = np.argsort(x, axis=0)  # NaN sorts last
     xs = np.take_along_axis(x, order, axis=0)
     ws = np.where(np.isfinite(xs), w[order], 0.0)
@@ -101,7 +103,9 @@ class LoadForecaster:
         self.types = day_type_codes(day_types(dates))
         self._index_ns = index.as_unit("ns").asi8
         self._load = load_kw
-        self._last_data_day = int(day[np.flatnonzero(~np.isnan(load_kw))[-1]]) if np.isfinite(load_kw).any() else -1
+        measured = np.isfinite(load_kw)
+        self._measured_ns = self._index_ns[measured]   # rows with a load measurement, and their days
+        self._measured_day = day[measured]
 
     def _day_number(self, local: pd.DatetimeIndex) -> np.ndarray:
         """Local calendar day counted from the first history day."""
@@ -125,13 +129,31 @@ class LoadForecaster:
     def _window(self, start: pd.Timestamp) -> tuple[np.ndarray, np.ndarray]:
         """Rows (days) of the profile window before ``start``'s local date, and their weights.
 
-        When the history ends before ``start`` the window ends at the last day with data (and the
-        caller's meta reports how stale it is)."""
-        d0 = int(self._day_number(pd.DatetimeIndex([start]).tz_convert(self.zone))[0])
-        end = min(d0, self._last_data_day + 1)
-        rows = np.arange(max(0, end - 7 * self.settings.weeks), end)
+        When the history ends before ``start`` the window ends at the last day with data before
+        ``start`` (and the caller's meta reports how stale it is); rows after ``start`` never count."""
+        d0 = self._origin_day(start)
+        k = int(np.searchsorted(self._measured_ns, pd.Timestamp(start).as_unit("ns").value, side="left"))
+        last = int(self._measured_day[k - 1]) if k else -1   # last day with a load measurement before start
+        end = min(d0, last + 1)
+        rows = np.arange(max(0, end - 7 * self.settings.weeks), max(end, 0))
         age = end - rows  # 1 = the day before
         return rows, 0.5 ** ((age - 1) / self.settings.half_life_days)
+
+    def _origin_day(self, start: pd.Timestamp) -> int:
+        """``start``'s local date as a day number (negative before the history's first day)."""
+        return (pd.Timestamp(start).tz_convert(self.zone).date() - self.first_day.date()).days
+
+    def window_days(self, start: pd.Timestamp, recent: bool = False) -> float:
+        """Days' worth of load measurements the profile at ``start`` is built from: in its window
+        (:meth:`_window`, which falls back to the last weeks with data), or with ``recent`` only in the
+        ``weeks`` weeks right before ``start``'s local date (stale history does not count)."""
+        if recent:
+            d0 = self._origin_day(start)
+            rows = np.arange(max(0, d0 - 7 * self.settings.weeks), min(max(d0, 0), self.n_days))
+        else:
+            rows, _ = self._window(start)
+            rows = rows[rows < self.n_days]
+        return float(np.isfinite(self.matrix[rows]).sum() * self.slot_minutes / 1440)
 
     def _weighted_profile(self, rows: np.ndarray, w: np.ndarray, values: np.ndarray, statistic: str | None = None) -> np.ndarray:
         """Weighted mean or median per (day type, slot) with the fallbacks of the module docstring."""
@@ -161,8 +183,8 @@ class LoadForecaster:
         prof = self._weighted_profile(rows, w, self.matrix)
         if not np.isfinite(prof).all():
             raise DataError(Problem("history", None, "load_kw", None,
-                                    f"no load measurements in the {self.settings.weeks} weeks before {start}; "
-                                    "the load forecast needs recent history", has_value=False))
+                                    f"no load measurements on a day before {start}: the load profile is built "
+                                    "from whole days of history before the forecast start's date", has_value=False))
         types, slots = self._targets(index)
         return prof[types, slots]
 

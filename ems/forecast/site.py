@@ -116,6 +116,7 @@ class SiteForecaster:
         self.pv = PvModel(cfg.site, cfg.pv)
         raw = site_history(cfg) if history is None else history
         where = str(raw.attrs.get("source", "history"))
+        self.source = where
         self.history = clean_history(raw, is_night=self._night, max_load_kw=max_load_kw(cfg),
                                      pv_kwp=sum(a.capacity_kwp for a in cfg.pv) or None, where=where)
         h = self.history
@@ -225,6 +226,38 @@ class SiteForecaster:
         r = _energy_ratio(measured, model_past[: len(measured)], energy)
         return None if r is None else min(max(r, RATIO_MIN), RATIO_MAX)
 
+    # --- history ------------------------------------------------------------------------------
+    def history_days(self, start: pd.Timestamp, recent: bool = False) -> float:
+        """Days' worth of load measurements the load profile at ``start`` is built from; with
+        ``recent`` only those in the profile's weeks right before ``start``'s date (a study's
+        receding horizon forecasts once this reaches a day)."""
+        return self.load.window_days(start, recent)
+
+    def _check_history(self, start: pd.Timestamp) -> None:
+        """A DataError naming the history and its first timestamp when no load was measured on any
+        day before ``start``'s date (the profile would have nothing to be built from)."""
+        if self.load.window_days(start) > 0:
+            return
+        zone, h = self.cfg.site.timezone, self.history
+        at = pd.Timestamp(start).tz_convert(zone).isoformat()
+        measured = h.index[np.isfinite(h.load_kw)]
+        first = h.index[0].tz_convert(zone).isoformat() if len(h.index) else None
+        if first is None or pd.Timestamp(start) <= h.index[0]:
+            head = f"the forecast start {at} is before the history begins ({first or 'it is empty'})"
+        else:
+            head = f"no load measurements on a day before the forecast start {at} (the history begins at {first})"
+        if len(measured) and measured[0] != h.index[0]:
+            head += f"; its first load measurement is at {measured[0].tz_convert(zone).isoformat()}"
+        if len(measured):
+            day = measured[0].tz_convert(zone).tz_localize(None).normalize() + pd.Timedelta(days=1)
+            first_ok = day.tz_localize(zone, nonexistent="shift_forward", ambiguous=True)
+            tail = f"; the earliest start is {first_ok.isoformat()}"
+        else:
+            tail = "; it holds no load measurements at all"
+        raise DataError(Problem(self.source, None, "load_kw", None,
+                                f"{head}: the load forecast builds its profile from at least one day of load "
+                                f"measurements before the start's date{tail}", has_value=False))
+
     # --- everything ---------------------------------------------------------------------------
     def forecast(self, start: pd.Timestamp, hours: float) -> Forecast:
         """PV, load and critical load for ``hours`` from ``start`` on the plan grid.
@@ -234,6 +267,7 @@ class SiteForecaster:
         history_end, history_age_hours, cleaning (counts per rule), step_minutes.
         """
         index = plan_index(start, hours, self.step)
+        self._check_history(start)
         pv, pv_meta = self.forecast_pv(start, index)
         temp = None
         if self.weather is not None and "temp_air" in self.weather:

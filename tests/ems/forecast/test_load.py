@@ -83,3 +83,7 @@ def test_quarter_hour_plan_on_half_hour_history(office_cfg, office_history):
     pairs = fc15.load_kw.to_numpy().reshape(96, 2).mean(axis=1)
     np.testing.assert_allclose(pairs, fc30.load_kw.to_numpy(), rtol=0.02, atol=0.05)
     assert fc15.pv_kw.to_numpy().reshape(96, 2).mean(axis=1).sum() == pytest.approx(fc30.pv_kw.sum(), rel=0.03)
+
+
+def test_weighted_median_of_no_days_is_nan():
+    assert np.isnan(weighted_median(np.empty((0, 3)), np.empty(0))).all()

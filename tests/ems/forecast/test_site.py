@@ -65,3 +65,34 @@ def test_default_history_is_the_configured_csv(office_cfg):
     fc = forecast_site(office_cfg, pd.Timestamp("2024-10-01T00:00+09:00"), 48)
     assert fc.meta["history_end"] == "2024-09-30 14:30:00+00:00"
     assert fc.meta["cleaning"]["load_kw"]["missing"] == 0
+
+
+def test_a_gap_before_the_origin_reads_no_later_rows(office_cfg, office_history):
+    """Origins inside a two-month gap: the profile falls back to the weeks before the gap exactly as
+    it would from the rows before the origin; the rows after the gap change nothing."""
+    gapped = office_history[(office_history.index < pd.Timestamp("2024-06-01T00:00+09:00"))
+                            | (office_history.index >= pd.Timestamp("2024-08-01T00:00+09:00"))]
+    full = SiteForecaster(office_cfg, gapped)
+    for origin in ("2024-06-20T00:00+09:00", "2024-07-25T09:00+09:00"):   # 3 and 8 weeks into the gap
+        start = pd.Timestamp(origin)
+        past = forecast_site(office_cfg, start, 48, history=gapped[gapped.index < start])
+        fc = full.forecast(start, 48)
+        np.testing.assert_allclose(fc.load_kw.to_numpy(), past.load_kw.to_numpy(), rtol=1e-9, atol=1e-9)
+        assert fc.load_kw.max() > 40   # a working day's profile, from May
+    assert full.history_days(pd.Timestamp("2024-07-25T09:00+09:00")) == 42
+    assert full.history_days(pd.Timestamp("2024-07-25T09:00+09:00"), recent=True) == 0
+
+
+def test_an_origin_without_a_day_of_history_before_it_is_a_data_error(office_cfg, office_history):
+    """Before the history begins, or on its first day: the file, its first timestamp, the start and the
+    earliest start it can forecast from; never a bare ValueError."""
+    sf = SiteForecaster(office_cfg, office_history)
+    source = str(office_history.attrs["source"])
+    for start, head in (("2023-06-01T00:00+09:00", "is before the history begins (2024-01-01T00:00:00+09:00)"),
+                        ("2024-01-01T10:00+09:00", "no load measurements on a day before the forecast start")):
+        with pytest.raises(DataError) as err:
+            sf.forecast(pd.Timestamp(start), 48)
+        text = str(err.value)
+        assert text.startswith(f"{source}: load_kw: ") and pd.Timestamp(start).isoformat() in text and head in text
+        assert "2024-01-01T00:00:00+09:00" in text and "the earliest start is 2024-01-02T00:00:00+09:00" in text
+    assert not sf.forecast(pd.Timestamp("2024-01-02T00:00+09:00"), 48).load_kw.isna().any()
