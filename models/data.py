@@ -46,7 +46,11 @@ class VehicleSpec:
     - ``arrival_trip_kwh[t]``: energy used on the trip that ends at boundary t [kWh];
     - ``chargers``: ids of the chargers it may use (already resolved: never "any");
     - ``max_charge_kw``/``max_discharge_kw``: the car's own AC limits [kW] (inf = the charger's);
-    - ``wear_cost_per_kwh``: battery wear per kWh taken out of the battery [currency/kWh].
+    - ``wear_cost_per_kwh``: battery wear per kWh taken out of the battery [currency/kWh];
+    - ``settlement_price_per_kwh``: a driver-owned car's energy is settled with its driver at this
+      price [currency/kWh]: the site pays it per kWh of net battery energy taken while the car is
+      plugged in and earns it per kWh added (None: the site's own car, valued at the problem's
+      terminal value instead).
     """
 
     id: str
@@ -62,6 +66,12 @@ class VehicleSpec:
     max_charge_kw: float = math.inf
     max_discharge_kw: float = math.inf
     wear_cost_per_kwh: float = 0.0
+    settlement_price_per_kwh: float | None = None
+
+    @property
+    def driver_owned(self) -> bool:
+        """Whether the car's energy is its driver's (settled), not the site's."""
+        return self.settlement_price_per_kwh is not None
 
 
 @dataclass(frozen=True)
@@ -308,6 +318,9 @@ def _check_vehicle(v: VehicleSpec, T: int, charger_ids: set[str]) -> None:
         raise ProblemDataError(f"vehicle {v.id}: unknown chargers {unknown}")
     if np.any(v.arrival_trip_kwh < 0) or np.any(v.wear_cost_per_kwh < 0):
         raise ProblemDataError(f"vehicle {v.id}: trip energy and wear cost must not be negative")
+    price = v.settlement_price_per_kwh
+    if price is not None and not (math.isfinite(price) and price >= 0):
+        raise ProblemDataError(f"vehicle {v.id}: settlement_price_per_kwh must be a finite price >= 0; got {price}")
 
 
 def _check_demand(d: DemandSpec, T: int) -> None:

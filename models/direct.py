@@ -405,13 +405,15 @@ def add_objective(m: _Matrix, problem: PlanProblem, vals: dict[str, Any]) -> flo
     """Price the columns; returns the objective's constant [currency].
 
     sum_t (c_imp[t]*imp[t] - c_exp[t]*exp[t] + c_uns*uns[t] + c_res*res_short[t])
-    + sum_{p,t} c_wear[p]*dis[p,t] + c_term * sum_v soc[v,T] + rate * sum_b contract[b]
+    + sum_{p,t} (c_wear[p] + c_dis_settle[p])*dis[p,t] + c_ch_settle[p]*ch[p,t] + sum_v c_term[v]*soc[v,T]
+    + rate * sum_b contract[b]
     + sum_{n,j} c_block[j]*block[n,j] + pen_import*dt * sum_t over[t]
     + pen_min_soc*dt * sum_{v,k>=1} below[v,k] + pen_target * sum tgt_short + pen_final * sum final_short
     + obj_const (c_* already hold dt: currency per kW-step, per kWh or per kW-month).
     """
     c, dt = m.cols, problem.dt_h
-    prices = {"imp": vals["c_imp"], "exp": -vals["c_exp"], "uns": vals["c_uns"], "dis": vals["c_wear"].reshape(-1, 1),
+    prices = {"imp": vals["c_imp"], "exp": -vals["c_exp"], "uns": vals["c_uns"],
+              "dis": (vals["c_wear"] + vals["c_dis_settle"]).reshape(-1, 1), "ch": vals["c_ch_settle"].reshape(-1, 1),
               "res_short": vals["c_res"], "contract": vals.get("rate"), "block": vals.get("c_block"),
               "over": vals.get("pen_import", 0.0) * dt, "tgt_short": vals.get("pen_target"),
               "final_short": vals.get("pen_final")}

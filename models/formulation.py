@@ -46,7 +46,8 @@ def kwh_value_scale(problem: PlanProblem) -> float:
     prices = [abs(problem.import_price).max(initial=0.0), problem.export_price.max(initial=0.0)]
     if problem.blocks is not None:
         prices.append(float(problem.blocks.rates.max(initial=0.0)))
-    scale = max(prices) + problem.terminal_value_per_kwh + max((v.wear_cost_per_kwh for v in problem.vehicles), default=0.0)
+    scale = (max(prices) + problem.terminal_value_per_kwh + max((v.wear_cost_per_kwh for v in problem.vehicles), default=0.0)
+             + max((v.settlement_price_per_kwh or 0.0 for v in problem.vehicles), default=0.0))
     d = problem.demand
     if d is not None:
         scale += d.rate_per_kw_month * d.links.shape[0] / float(d.window_hours.min())
@@ -112,6 +113,8 @@ def param_values(problem: PlanProblem, req: Requirements, soft: frozenset[str] =
         "dis_ub": np.array([pair_discharge_cap_kw(problem, p) for p in ps]).reshape(len(ps), -1),
         "y_ub": np.array([problem.vehicles[p.v].plugged for p in ps], dtype=float).reshape(len(ps), -1),
         "c_wear": np.array([problem.vehicles[p.v].wear_cost_per_kwh * dt / p.eta_d for p in ps]),
+        "c_dis_settle": np.array([(problem.vehicles[p.v].settlement_price_per_kwh or 0.0) * dt / p.eta_d for p in ps]),
+        "c_ch_settle": np.array([-(problem.vehicles[p.v].settlement_price_per_kwh or 0.0) * dt * p.eta_c for p in ps]),
         "soc_lb": req.soc_lb(soft),
         "soc_ub": req.soc_ub,
         "trip": trips,
@@ -122,8 +125,9 @@ def param_values(problem: PlanProblem, req: Requirements, soft: frozenset[str] =
         # a soft shortfall can reach the requirement plus what cars below their minimum count negative
         "res_ub": (reserve + (plugged * (eta_d * mins).reshape(-1, 1)).sum(axis=0)
                    if (problem.reserve_soft or "reserve" in soft) else np.zeros_like(reserve)),
-        "c_term": -problem.terminal_value_per_kwh,
-        "obj_const": problem.terminal_value_per_kwh * sum(v.soc0_kwh for v in problem.vehicles),
+        # the terminal value is the site's: a driver-owned car's energy is settled with its driver instead
+        "c_term": np.array([0.0 if v.driver_owned else -problem.terminal_value_per_kwh for v in problem.vehicles]),
+        "obj_const": problem.terminal_value_per_kwh * sum(v.soc0_kwh for v in problem.vehicles if not v.driver_owned),
     }
     d = problem.demand
     if d is not None:
@@ -164,7 +168,8 @@ _INDEX = {  # parameter -> names of its index sets
     "net_load": ("T",), "pv": ("T",), "imp_ub": ("T",), "exp_ub": ("T",), "uns_ub": ("T",), "c_imp": ("T",),
     "c_exp": ("T",), "c_uns": (), "c_res": (), "ch_ub": ("P", "T"), "dis_ub": ("P", "T"), "y_ub": ("P", "T"),
     "c_wear": ("P",), "soc_lb": ("V", "K"), "soc_ub": ("V", "K"), "trip": ("V", "K"), "jump_max": ("V", "K"),
-    "held_max": ("V", "T"), "held_rhs": ("V", "T"), "res_rhs": ("T",), "res_ub": ("T",), "c_term": (), "obj_const": (),
+    "held_max": ("V", "T"), "held_rhs": ("V", "T"), "res_rhs": ("T",), "res_ub": ("T",), "c_term": ("V",), "obj_const": (),
+    "c_dis_settle": ("P",), "c_ch_settle": ("P",),
     "pre_avg": ("W",), "floor": ("M",), "held": ("B",), "rate": (), "room": ("N", "J"), "c_block": ("J",),
     "pen_import": (), "pen_min_soc": (), "pen_target": (), "pen_reserve": (), "pen_final": (),
     "soft_min": ("V", "K"), "soft_target": ("V", "K"), "soft_final": ("V",),
@@ -381,14 +386,16 @@ def add_objective(m: pe.ConcreteModel, problem: PlanProblem, soft: frozenset[str
 
     sum_t (price_imp[t]*dt*import[t] - price_exp[t]*dt*export[t] + voll*dt*unserved[t]
            + reserve_penalty*dt*short[t]) + sum_{p,t} wear_v*dt/eta_d*dis[p,t]
+    + sum_{p,t} settle_v*dt*(dis[p,t]/eta_d - eta_c*ch[p,t])   (driver-owned cars: their energy bought/sold)
     + rate * sum_b contract[b] (minus what later months hold anyway) + sum_{n,j} rate_j*e[n,j]
-    - terminal_value * sum_v (soc[v,T] - soc[v,0]) + soft penalties.
+    - terminal_value * sum_{v site-owned} (soc[v,T] - soc[v,0]) + soft penalties.
     """
     T = problem.n_steps
     dt = problem.dt_h
     expr = (sum(m.c_imp[t] * m.imp[t] - m.c_exp[t] * m.exp[t] + m.c_uns * m.uns[t] for t in m.T)
             + sum(m.c_wear[p] * m.dis[p, t] for p in m.P for t in m.T)
-            + sum(m.c_term * m.soc[v, T] for v in m.V) + m.obj_const)
+            + sum(m.c_dis_settle[p] * m.dis[p, t] + m.c_ch_settle[p] * m.ch[p, t] for p in m.P for t in m.T)
+            + sum(m.c_term[v] * m.soc[v, T] for v in m.V) + m.obj_const)
     if problem.reserve_kwh is not None:
         expr += sum(m.c_res * m.res_short[t] for t in m.T)
     if problem.demand is not None:

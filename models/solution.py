@@ -49,9 +49,12 @@ class Values:
 class Costs:
     """The plan's cost in parts [currency]; ``objective`` is what the model minimises.
 
-    objective = energy + demand + ratchet + wear + penalty - export_credit - terminal_value.
+    objective = energy + demand + ratchet + wear + settlement + penalty - export_credit - terminal_value.
     ``demand`` is the basic charge of the horizon's own billing months (as their bills will show
-    it); ``ratchet`` what a new peak adds to the later months it holds the contract for.
+    it); ``ratchet`` what a new peak adds to the later months it holds the contract for;
+    ``settlement`` what the site pays the drivers of driver-owned cars for their energy (negative:
+    the drivers pay the site for charging); ``terminal_value`` the value of the energy added to the
+    site's own cars.
     """
 
     energy: float
@@ -64,11 +67,29 @@ class Costs:
     peak_kw: float
     unserved_kwh: float
     month_peaks_kw: dict[str, float] = field(default_factory=dict)
+    settlement: float = 0.0
 
     @property
     def objective(self) -> float:
         """The figure the model minimises."""
-        return self.energy + self.demand + self.ratchet + self.wear + self.penalty - self.export_credit - self.terminal_value
+        return (self.energy + self.demand + self.ratchet + self.wear + self.settlement + self.penalty
+                - self.export_credit - self.terminal_value)
+
+
+def battery_kwh_out(problem: PlanProblem, values: Values) -> np.ndarray:
+    """Net battery energy taken out of each vehicle over the horizon through its chargers [kWh]
+    (V): sum over its pairs and steps of (dis / eta_d - eta_c * ch) * dt; negative when charged."""
+    out = np.zeros(len(problem.vehicles))
+    for i, p in enumerate(pairs(problem)):
+        out[p.v] += float((values.dis[i] / p.eta_d - p.eta_c * values.ch[i]).sum()) * problem.dt_h
+    return out
+
+
+def settlement_cost(problem: PlanProblem, values: Values) -> float:
+    """What the site pays the drivers of driver-owned cars [currency]: price x net battery energy
+    taken while plugged in (each stay's arrival energy minus its departure energy, the trips aside)."""
+    taken = battery_kwh_out(problem, values)
+    return float(sum(v.settlement_price_per_kwh * taken[i] for i, v in enumerate(problem.vehicles) if v.driver_owned))
 
 
 def window_kw(problem: PlanProblem, imp: np.ndarray) -> np.ndarray:
@@ -124,8 +145,9 @@ def costs(problem: PlanProblem, values: Values, penalties: dict[str, float] | No
     for fam, amount in (soft_shortfalls or {}).items():
         if fam != "reserve":
             penalty += (penalties or {})[fam] * amount
-    terminal = problem.terminal_value_per_kwh * float(sum(values.soc[v, -1] - problem.vehicles[v].soc0_kwh
-                                                           for v in range(len(problem.vehicles))))
+    terminal = problem.terminal_value_per_kwh * float(sum(values.soc[v, -1] - veh.soc0_kwh
+                                                           for v, veh in enumerate(problem.vehicles)
+                                                           if not veh.driver_owned))
     demand = ratchet = 0.0
     months: dict[str, float] = {}
     peak_kw = 0.0
@@ -139,7 +161,7 @@ def costs(problem: PlanProblem, values: Values, penalties: dict[str, float] | No
     else:
         peak_kw = float(values.imp.max(initial=0.0))
     return Costs(energy, credit, demand, ratchet, wear, penalty, terminal, peak_kw,
-                 float(values.uns.sum() * dt), months)
+                 float(values.uns.sum() * dt), months, settlement_cost(problem, values))
 
 
 def reserve_held_kwh(problem: PlanProblem, soc: np.ndarray) -> np.ndarray:

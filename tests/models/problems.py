@@ -14,8 +14,10 @@ from models.verify import violations
 
 def car(T: int, *, soc0: float, capacity: float = 10.0, min_kwh: float = 0.0, max_kwh: float | None = None,
         plugged=None, targets: dict[int, float] | None = None, chargers=("c1",), wear: float = 0.0,
-        sets: dict[int, float] | None = None, trips: dict[int, float] | None = None, vid: str = "car") -> VehicleSpec:
-    """A vehicle on T steps: plugged mask (default always), targets {boundary: kWh}, arrivals {step: kWh}."""
+        sets: dict[int, float] | None = None, trips: dict[int, float] | None = None, vid: str = "car",
+        settle: float | None = None) -> VehicleSpec:
+    """A vehicle on T steps: plugged mask (default always), targets {boundary: kWh}, arrivals {step: kWh};
+    ``settle``: a driver-owned car's settlement price [currency/kWh] (None: the site's own)."""
     target = np.full(T + 1, np.nan)
     for k, v in (targets or {}).items():
         target[k] = v
@@ -27,7 +29,7 @@ def car(T: int, *, soc0: float, capacity: float = 10.0, min_kwh: float = 0.0, ma
         arr_trip[k] = v
     plugged = np.ones(T, dtype=bool) if plugged is None else np.asarray(plugged, dtype=bool)
     return VehicleSpec(vid, capacity, min_kwh, capacity if max_kwh is None else max_kwh, soc0, plugged, target,
-                       arr_set, arr_trip, tuple(chargers), wear_cost_per_kwh=wear)
+                       arr_set, arr_trip, tuple(chargers), wear_cost_per_kwh=wear, settlement_price_per_kwh=settle)
 
 
 def unit(cid: str = "c1", kw: float = 6.0, eta_c: float = 1.0, eta_d: float = 1.0, islanded: float = 0.0) -> ChargerSpec:
@@ -135,7 +137,7 @@ def plan_problems(draw) -> PlanProblem:
         allowed = tuple(c.id for c in chargers if rng.random() < 0.7) or (chargers[0].id,)
         cars.append(car(T, soc0=float(rng.uniform(0.1, 0.95) * cap), capacity=cap, min_kwh=0.2 * cap, max_kwh=0.9 * cap,
                         plugged=plugged, targets=targets, sets=sets, chargers=allowed, wear=float(rng.choice([0.0, 8.7])),
-                        vid=f"v{v}"))
+                        vid=f"v{v}", settle=[None, 0.0, 40.0][int(rng.integers(0, 3))]))
     per = int(round(0.5 / dt))
     lead = int(rng.integers(0, per))  # steps of the first demand window before the plan start
     starts = np.arange(per - lead, T, per)  # window starts inside the horizon: where a month may start

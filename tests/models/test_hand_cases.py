@@ -191,3 +191,34 @@ def test_lp_with_simultaneous_flows_falls_back_to_the_milp():
     assert sol.objective == pytest.approx(-(1 + 5 / 0.9), abs=1e-6)
     assert check(p, sol, req) == []
     assert np.all((sol.values.ch < 1e-6) | (sol.values.dis < 1e-6))
+
+
+def test_a_drivers_energy_is_taken_only_where_it_is_worth_more_than_its_price():
+    """A driver-owned car holding 10 kWh above nothing, a 4 kW load for one hour at 30/kWh,
+    efficiency 1, no terminal value for the driver's energy.
+
+    Settled at 20/kWh the car serves the load (4 kWh x 30 = 120 saved, 4 x 20 = 80 paid): 80.
+    Settled at 40/kWh the site buys the load from the grid instead, and sells the driver a full
+    car (10 kWh more at 30, settled at 40: the workplace charging fee): 120 + 300 - 400 = 20.
+    Settled at 40 under a demand charge
+    of 1,000/kW-month on two 30-minute windows, 4 kWh from the car (4 kW in each) cuts the peak by
+    4 kW (4,000) for 160: it is taken. The site's own car at the same prices is never settled.
+    """
+    def solved(price, demand=False):
+        veh = car(2, soc0=10.0, capacity=20.0, settle=price)
+        extra = {"demand": one_month_demand(2, 1000.0)} if demand else {}
+        p = site(0.5, [4, 4], price=[30, 30], vehicles=[veh], chargers=[unit(kw=10)], **extra)
+        sol, req = plan(p)
+        assert sol.status == "optimal" and check(p, sol, req) == []
+        c = costs(p, sol.values)
+        assert c.objective == pytest.approx(sol.objective, abs=1e-6)
+        return sol, c
+    sol, c = solved(20.0)
+    assert sol.values.dis.sum() * 0.5 == pytest.approx(4.0) and c.settlement == pytest.approx(80.0)
+    sol, c = solved(40.0)
+    assert sol.values.dis.sum() == pytest.approx(0.0, abs=1e-9) and c.settlement == pytest.approx(-400.0)
+    assert c.objective == pytest.approx(20.0)
+    sol, c = solved(40.0, demand=True)
+    assert sol.values.dis.sum() * 0.5 == pytest.approx(4.0) and c.settlement == pytest.approx(160.0)
+    sol, c = solved(None)
+    assert c.settlement == 0.0 and sol.values.dis.sum() * 0.5 == pytest.approx(4.0)
