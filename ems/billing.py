@@ -134,6 +134,17 @@ def read_peaks_history_csv(path: str | Path) -> dict[str, float]:
     return {m: float(v) for m, v in zip(months, peaks)}
 
 
+def check_history_up_to(history: Mapping[str, float], month: str, where: str, what: str) -> None:
+    """DataError naming each month of a history read by :func:`read_peaks_history_csv` (file
+    ``where``, rows in file order) that comes after ``month``: a history holds past peaks, and a
+    peak from after the plan or the daemon's start cannot be known yet. ``what`` names ``month``
+    in the message (e.g. "the plan's start month")."""
+    problems = [Problem(where, row, "month", m, f"is after {what} {month}; the history holds past bills only")
+                for row, m in enumerate(history, 2) if m > month]
+    if problems:
+        raise DataError(problems)
+
+
 # ----- checks ----------------------------------------------------------------------------------
 
 def _where(meter: pd.DataFrame) -> str:
@@ -282,6 +293,17 @@ def contract_kw(month: str, peaks: Mapping[str, float], ratchet_months: int,
     if minimum_kw > best:
         return float(minimum_kw), "minimum"
     return float(best), best_month
+
+
+def site_contract_kw(month: str, peaks: Mapping[str, float], tariff: Tariff) -> tuple[float, str | None]:
+    """The contract kW ``month`` holds under ``tariff`` given the monthly ``peaks`` so far, and the
+    month that set it (:func:`contract_kw`: ``"minimum"`` when ``minimum_contract_kw`` binds).
+    (0.0, None) when no peak and no minimum holds it. Without a demand charge: the month's own peak."""
+    b = tariff.basic
+    if b.kind != "demand":
+        return (float(peaks[month]), month) if month in peaks else (0.0, None)
+    kw, by = contract_kw(month, peaks, b.ratchet_months, b.minimum_contract_kw)
+    return (0.0, None) if by == "minimum" and b.minimum_contract_kw <= 0 else (kw, by)
 
 
 # ----- the bill --------------------------------------------------------------------------------

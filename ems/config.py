@@ -16,7 +16,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
-from ems.errors import ConfigError, Problem
+from ems.billing import read_peaks_history_csv
+from ems.errors import ConfigError, DataError, Problem
 from ems.tariff import Tariff, load_tariff
 from ems.yamlio import LineMap, line_of, load_yaml, validate
 
@@ -201,6 +202,8 @@ class PlugWindow(Strict):
     trip_km: float | None = Field(default=None, ge=0, le=2000)
     arrival_soc_pct: float | None = Field(default=None, ge=0, le=100)
     on_holidays: bool = Field(default=True, description="false: the window is skipped on public holidays (workplaces)")
+    energy_neutral: bool = Field(default=False, description="true: the car leaves with at least the energy it arrived with "
+                                                            "(and at least its departure target)")
 
     @field_validator("arrive")
     @classmethod
@@ -254,6 +257,27 @@ class Vehicle(Strict):
     )
     chargers: list[str] = Field(default_factory=list, description="chargers it may use; empty = any")
     windows: list[PlugWindow] = Field(default_factory=list)
+    owner: Literal["site", "driver"] = Field(
+        default="site", description="whose energy is in the car: the site's (a fleet car) or the driver's (settled per stay)")
+    energy_price_per_kwh: float | None = Field(
+        default=None, ge=0, le=1000,
+        description="driver-owned cars (required then): the price per kWh at which each stay's net energy is settled "
+                    "with the driver; the site pays it for energy taken, the driver for energy added")
+
+    @model_validator(mode="after")
+    def _owner_price(self) -> Vehicle:
+        if self.owner == "driver" and self.energy_price_per_kwh is None:
+            raise ValueError("a driver-owned car (owner: driver) needs energy_price_per_kwh: the price per kWh at which "
+                             "the site settles each stay's net energy with the driver")
+        if self.owner == "site" and self.energy_price_per_kwh is not None:
+            raise ValueError(f"energy_price_per_kwh ({self.energy_price_per_kwh:g}) applies to driver-owned cars only; "
+                             "set owner: driver, or remove it (the site's own car is not settled)")
+        return self
+
+    @property
+    def settlement_price_per_kwh(self) -> float | None:
+        """Price per kWh of the driver settlement [currency/kWh]; None for the site's own car."""
+        return self.energy_price_per_kwh if self.owner == "driver" else None
 
     @model_validator(mode="after")
     def _soc_order(self) -> Vehicle:
@@ -331,6 +355,9 @@ class SiteConfig(Strict):
     outage: OutageSection = Field(default_factory=OutageSection)
     planner: PlannerSection = Field(default_factory=PlannerSection)
     daemon: DaemonSection = Field(default_factory=DaemonSection)
+    peaks_history_csv: str | None = Field(
+        default=None, description="CSV month,peak_kw: the site's monthly peaks from past bills (the demand ratchet), "
+                                  "so plans and the daemon know the contract from day one; relative to the site file")
     source: str = Field(default="", exclude=True, description="the file this config came from")
 
     @field_validator("chargers", "vehicles")
@@ -386,10 +413,39 @@ def _resolve_paths(data: dict[str, Any], base: Path, where: str, lines: LineMap)
             problems.append(Problem(where, line_of(lines, ("load", "history_csv")), "load.history_csv",
                                     load["history_csv"], f"no such file ({hist}); give a path relative to this file"))
         load["history_csv"] = str(hist)
+    if isinstance(data.get("peaks_history_csv"), str):
+        problems += _check_peaks_history(data, base, where, lines)
     daemon = data.get("daemon")
     if isinstance(daemon, dict) and isinstance(daemon.get("database"), str) and "://" not in daemon["database"]:
         daemon["database"] = str((base / daemon["database"]).resolve())
     return problems
+
+
+def _check_peaks_history(data: dict[str, Any], base: Path, where: str, lines: LineMap) -> list[Problem]:
+    """``peaks_history_csv``: made absolute; the file must exist and read as a peaks history (its
+    own problems are listed with its own rows)."""
+    given = data["peaks_history_csv"]
+    path = (base / given).resolve()
+    data["peaks_history_csv"] = str(path)
+    line = line_of(lines, ("peaks_history_csv",))
+    if not path.is_file():
+        return [Problem(where, line, "peaks_history_csv", given, f"no such file ({path}); give a path relative to this file")]
+    try:
+        read_peaks_history_csv(path)
+    except DataError as exc:
+        return [Problem(where, line, "peaks_history_csv", given,
+                        "the peaks history it names is invalid (its problems are listed below)"), *exc.problems]
+    return []
+
+
+def peaks_history(cfg: SiteConfig, override: str | None = None) -> tuple[dict[str, float], str] | None:
+    """The site's monthly peaks from past bills and the file they came from: ``override`` (a
+    ``--peaks-history`` option, relative to the working directory) or else the config's
+    ``peaks_history_csv``; None when neither is given. DataError for a missing or invalid file."""
+    path = override or cfg.peaks_history_csv
+    if not path:
+        return None
+    return read_peaks_history_csv(path), str(path)
 
 
 def _check_vehicle_refs(cfg_data: dict[str, Any], where: str, lines: LineMap) -> list[Problem]:
@@ -450,8 +506,15 @@ def summary(cfg: SiteConfig) -> str:
         f"  PV: {len(cfg.pv)} array(s), {pv:g} kWp",
         f"  chargers: " + (", ".join(f"{c.id} {c.max_charge_kw:g}/{c.max_discharge_kw:g} kW ({c.adapter.kind})" for c in cfg.chargers) or "none"),
         f"  meter: {meter_summary(cfg)}",
-        f"  vehicles: " + (", ".join(f"{v.id} {v.capacity_kwh:g} kWh, {len(v.windows)} window(s)" for v in cfg.vehicles) or "none"),
+        f"  vehicles: " + (", ".join(f"{v.id} {v.capacity_kwh:g} kWh, {len(v.windows)} window(s), " + (
+            f"driver's, settled at {v.energy_price_per_kwh:g}/kWh" if v.owner == "driver" else "the site's")
+            for v in cfg.vehicles) or "none"),
         f"  critical load: {cfg.load.critical_kw:g} kW; outage reserve {cfg.outage.reserve_hours:g} h ({cfg.outage.mode})",
         f"  planner: {cfg.planner.step_minutes} min steps, {cfg.planner.horizon_hours:g} h horizon",
     ]
+    if cfg.peaks_history_csv:
+        hist = read_peaks_history_csv(cfg.peaks_history_csv)
+        top = max(hist, key=lambda m: (hist[m], m))
+        lines.append(f"  peaks history: {len(hist)} month(s) {min(hist)}..{max(hist)} from {cfg.peaks_history_csv}, "
+                     f"highest {hist[top]:g} kW ({top})")
     return "\n".join(lines)

@@ -58,6 +58,75 @@ class UnitRules:
 
 
 @dataclass(frozen=True)
+class PluggedCar:
+    """A car plugged into a unit, as the floor rule sees it.
+
+    ``soc_kwh``/``min_kwh``/``capacity_kwh``: its energy now, the driver's minimum, its capacity
+    [kWh]; ``discharge_efficiency``: the unit's (fraction); ``target_kwh``/``hours_to_departure``:
+    its next departure (0 and ``math.inf`` when none is known).
+    """
+
+    charger_id: str
+    soc_kwh: float
+    min_kwh: float
+    capacity_kwh: float
+    discharge_efficiency: float = 0.95
+    target_kwh: float = 0.0
+    hours_to_departure: float = math.inf
+
+
+def share_floors(cars: list[PluggedCar], reserve_kwh: float) -> dict[str, UnitRules]:
+    """The one rule that shares the outage reserve and sets the departure needs of plugged cars.
+
+    Each car's floor is its driver's minimum plus a share of ``reserve_kwh`` (AC energy the
+    critical circuits need [kWh]) in proportion to the energy it holds above its minimum:
+    floor_i = min_i + R * (soc_i - min_i)^+ / sum_j (soc_j - min_j)^+ / eta_d,i, capped at the
+    capacity. The shares add up to the reserve (sum eta_d,i * (floor_i - min_i) = R), and no car is
+    asked for more than it holds while the cars together hold the reserve. The departure target
+    and time travel with the floor (:func:`departure_floor_kwh` raises it where the car could not
+    be recharged in time). The daemon and every study strategy call this.
+    """
+    above = sum(max(c.soc_kwh - c.min_kwh, 0.0) for c in cars)
+    out = {}
+    for c in cars:
+        floor = c.min_kwh
+        if reserve_kwh > 0 and above > 0:
+            floor += reserve_kwh * max(c.soc_kwh - c.min_kwh, 0.0) / above / c.discharge_efficiency
+        out[c.charger_id] = UnitRules(min(floor, c.capacity_kwh), c.target_kwh, c.hours_to_departure)
+    return out
+
+
+def reserve_to_hold_kwh(hard: bool, following_plan: bool, planned_kwh: float | None, critical_kw: float,
+                        reserve_hours: float) -> float:
+    """The outage reserve dispatch holds in the plugged cars now [kWh].
+
+    A hard reserve, or any reserve while no plan is followed: the plan's figure for this step
+    (net of forecast PV) when there is one, else the critical load x the reserve hours. A soft
+    reserve under a followed plan: 0 (the plan already priced holding it against its value).
+    """
+    if reserve_hours <= 0 or critical_kw <= 0:
+        return 0.0
+    if not hard and following_plan:
+        return 0.0
+    return planned_kwh if planned_kwh is not None else critical_kw * reserve_hours
+
+
+def guard_target_kw(plan_peak_kw: float | None, month_peak_kw: float, import_limit_kw: float, margin_kw: float) -> float:
+    """The 30-minute average the demand guard holds [kW].
+
+    With a plan: its peak this month, never below this month's metered peak (already paid for);
+    without one: the month's peak so far, or the import limit before any; less the configured
+    margin. Also without a demand charge: the plan's import level is what its energy prices paid
+    for, so a surge the forecast missed is met from the cars down to their floors.
+    """
+    if plan_peak_kw is not None:
+        level = max(plan_peak_kw, month_peak_kw)
+    else:
+        level = month_peak_kw if month_peak_kw > 0 else import_limit_kw
+    return max(level - margin_kw, 0.0)
+
+
+@dataclass(frozen=True)
 class Setpoint:
     """The command for one charger [kW], with the reason (``plan``, ``fallback``, ``peak-guard``...)."""
 

@@ -63,8 +63,10 @@ class PlanSummary:
     """The summary of one plan (or of consecutive monthly plans, see ``months``).
 
     Money in the tariff's currency: ``objective`` is what the model minimised (energy + demand +
-    ratchet + wear + penalty - export credit - terminal value); ``bill_cost`` what the horizon's
-    bills show (energy + demand + fixed - export credit). ``peak_kw``: highest 30-minute average
+    ratchet + wear + driver settlement + penalty - export credit - terminal value); ``bill_cost``
+    what the horizon's bills show (energy + demand + fixed - export credit);
+    ``driver_settlement`` what the site pays the drivers of driver-owned cars for the energy taken
+    from them (positive = paid to drivers, negative = drivers pay for charging). ``peak_kw``: highest 30-minute average
     import of the schedule; ``month_peaks_kw``: per billing month "YYYY-MM" [kW];
     ``final_soc_kwh``: each vehicle's energy at the horizon end [kWh]; ``unserved_kwh`` critical
     load left unserved in a planned outage [kWh]. ``infeasible``: the requirements could not all be
@@ -83,6 +85,7 @@ class PlanSummary:
     ratchet_cost: float
     export_credit: float
     wear_cost: float
+    driver_settlement: float
     penalty_cost: float
     terminal_value: float
     fixed_cost: float
@@ -100,6 +103,11 @@ class PlanSummary:
     def shortfalls_of(self, kind: ShortfallKind) -> list[Shortfall]:
         """The shortfalls of one requirement family."""
         return [s for s in self.shortfalls if s.kind is kind]
+
+    def peak_in(self, month: str) -> float:
+        """The plan's peak in billing month "YYYY-MM" [kW] (the whole plan's peak when the month is
+        not priced separately, e.g. without a demand charge)."""
+        return float(self.month_peaks_kw.get(month, self.peak_kw))
 
     @property
     def departures_short(self) -> bool:
@@ -123,6 +131,7 @@ class PlanSummary:
         kw["shortfalls"] = [Shortfall(ShortfallKind(s["kind"]), s["subject"], s["at"], float(s["amount"]),
                                       bool(s["planned"]), s["text"]) for s in d.get("shortfalls", [])]
         kw.setdefault("infeasible", False)
+        kw.setdefault("driver_settlement", 0.0)   # plans stored before driver-owned cars existed
         kw.setdefault("messages", [])
         return cls(**kw)
 
@@ -132,7 +141,7 @@ def add_up(parts: Iterable[PlanSummary], labels: Iterable[str]) -> PlanSummary:
     money, energy and seconds add up, the peak is the largest, the status the worst."""
     parts, labels = list(parts), list(labels)
     additive = ("objective", "energy_cost", "demand_cost", "ratchet_cost", "export_credit", "wear_cost",
-                "penalty_cost", "terminal_value", "fixed_cost", "bill_cost", "unserved_kwh", "build_seconds",
+                "driver_settlement", "penalty_cost", "terminal_value", "fixed_cost", "bill_cost", "unserved_kwh", "build_seconds",
                 "solve_seconds")
     sums = {k: float(sum(getattr(p, k) for p in parts)) for k in additive}
     statuses = [p.status for p in parts]

@@ -61,9 +61,12 @@ class SiteState:
 
     ``soc_kwh``: energy in each vehicle's battery [kWh] (for a car away, the last known value);
     ``month_peak_kw``: highest 30-minute average import metered so far this billing month;
-    ``peak_history_kw``: "YYYY-MM" -> metered peak of past months [kW] (the ratchet);
+    ``peak_history_kw``: "YYYY-MM" -> peak of past months [kW] (the ratchet: metered, or from past
+    bills; a value for the plan's own month counts as metered so far);
     ``window_import_kwh``: import already metered in the current 30-minute window when the plan
-    starts mid-window (15-minute steps); ``month_import_kwh``: this month's import so far (blocks).
+    starts mid-window (15-minute steps); ``month_import_kwh``: this month's import so far (blocks);
+    ``arrival_kwh``: vehicle id -> energy it arrived with in the stay under way [kWh] (measured at
+    plug-in; energy-neutral windows hold the car to it at departure).
     """
 
     soc_kwh: dict[str, float]
@@ -71,6 +74,7 @@ class SiteState:
     peak_history_kw: dict[str, float] = field(default_factory=dict)
     window_import_kwh: float = 0.0
     month_import_kwh: float = 0.0
+    arrival_kwh: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -188,7 +192,7 @@ def vehicle_specs(cfg: SiteConfig, index: pd.DatetimeIndex, state: SiteState,
         soc0 = float(state.soc_kwh[v.id])
         if not 0 <= soc0 <= v.capacity_kwh:
             raise _bad(f"state.soc_kwh[{v.id}]", soc0, f"must be between 0 and the capacity {v.capacity_kwh:g} kWh")
-        tl = timeline(v, index, cfg.zone, is_holiday, None if stays is None else stays.get(v.id))
+        tl = timeline(v, index, cfg.zone, is_holiday, None if stays is None else stays.get(v.id), state.arrival_kwh.get(v.id))
         out.append(VehicleSpec(
             id=v.id, capacity_kwh=v.capacity_kwh, min_kwh=v.min_soc_pct / 100 * v.capacity_kwh,
             max_kwh=v.max_soc_pct / 100 * v.capacity_kwh, soc0_kwh=soc0, plugged=tl.plugged,
@@ -196,7 +200,7 @@ def vehicle_specs(cfg: SiteConfig, index: pd.DatetimeIndex, state: SiteState,
             chargers=tuple(v.chargers) or every,
             max_charge_kw=np.inf if v.max_charge_kw is None else v.max_charge_kw,
             max_discharge_kw=np.inf if v.max_discharge_kw is None else v.max_discharge_kw,
-            wear_cost_per_kwh=v.wear_cost_per_kwh))
+            wear_cost_per_kwh=v.wear_cost_per_kwh, settlement_price_per_kwh=v.settlement_price_per_kwh))
     return tuple(out)
 
 
@@ -243,8 +247,11 @@ def demand_spec(cfg: SiteConfig, index: pd.DatetimeIndex, state: SiteState) -> D
     for b, month in enumerate(billed):
         window = {_month_add(month, -j) for j in range(R + 1)}
         old = [history[h] for h in window if h in history and h not in labels]
-        held[b] = max([basic.minimum_contract_kw, *old])
         links[b] = [m in window for m in labels]
+        # a peak already metered in a horizon month holds the later months whose ratchet reaches it,
+        # whatever the plan does: only what the plan adds above it is the plan's ratchet cost
+        metered = [floor[i] for i in np.flatnonzero(links[b])] if b >= M else []
+        held[b] = max([basic.minimum_contract_kw, *old, *metered])
     return DemandSpec(rate, window_of_step.astype(int), pre, hours.to_numpy(dtype=float), month_of_window.astype(int),
                       floor, held, links, np.arange(len(billed)) < M, tuple(billed))
 
@@ -488,7 +495,8 @@ class Planner:
             status=PlanStatus.FALLBACK if fallback else PlanStatus(sol.status), method="rule" if fallback else sol.method,
             fallback=fallback, infeasible=infeasible, relaxed=sorted(soft), objective=cost.objective,
             energy_cost=cost.energy, demand_cost=cost.demand, ratchet_cost=cost.ratchet,
-            export_credit=cost.export_credit, wear_cost=cost.wear, penalty_cost=cost.penalty,
+            export_credit=cost.export_credit, wear_cost=cost.wear, driver_settlement=cost.settlement,
+            penalty_cost=cost.penalty,
             terminal_value=cost.terminal_value, fixed_cost=fixed,
             bill_cost=cost.energy + cost.demand + fixed - cost.export_credit,
             peak_kw=window_peak_kw(index, values.imp, self.cfg.tariff), unserved_kwh=cost.unserved_kwh,
@@ -546,7 +554,7 @@ def plan_span(cfg: SiteConfig, pv_kw: pd.Series, load_kw: pd.Series, state: Site
         last = Planner(end_cfg, options or solve_options(cfg, persistent=False))
     results: list[PlanResult] = []
     state = SiteState(dict(state.soc_kwh), state.month_peak_kw, dict(state.peak_history_kw),
-                      state.window_import_kwh, state.month_import_kwh)
+                      state.window_import_kwh, state.month_import_kwh, dict(state.arrival_kwh))
     for a, b in zip(bounds[:-1], bounds[1:]):
         hours = (b - a) / pd.Timedelta(hours=1)
         hours = np.floor(hours / (step / pd.Timedelta(hours=1)) + 1e-9) * (step / pd.Timedelta(hours=1))

@@ -1,8 +1,13 @@
-"""The store: telemetry, plans, events and monthly metered peaks, in SQLite by default.
+"""The store: telemetry, plans, events and monthly peaks, in SQLite by default.
 
 A plain file path opens a SQLite database in WAL mode (readers such as ``ems status`` never block
 the daemon); any SQLAlchemy URL (``postgresql://...``) is accepted for a server database. The
 monthly peaks are the site's memory of the demand ratchet: they are never deleted by retention.
+Each month's peak comes from one of two sources, kept in two tables: ``monthly_peaks`` holds what
+the daemon metered itself (``"metered"``), ``bill_peaks`` what a peaks history from past bills
+seeded (``"bill"``, :meth:`Store.seed_bill_peaks`). A month's peak is the larger of the two; a
+metered peak wins only when it is higher. Databases created before ``bill_peaks`` existed gain the
+table when opened (nothing else changes, and an older version still reads the file).
 
 Timestamps are stored as UTC ISO 8601 strings (sortable, readable with the sqlite3 shell).
 """
@@ -64,6 +69,13 @@ PEAKS = sa.Table(
     sa.Column("window_start", sa.String(32)),
     sa.Column("updated_at", sa.String(32)),
 )
+BILL_PEAKS = sa.Table(
+    "bill_peaks", META,
+    sa.Column("month", sa.String(7), primary_key=True),
+    sa.Column("peak_kw", sa.Float, nullable=False),
+    sa.Column("source_file", sa.Text),
+    sa.Column("seeded_at", sa.String(32)),
+)
 STATE = sa.Table(
     "state", META,
     sa.Column("key", sa.String(64), primary_key=True),
@@ -71,6 +83,8 @@ STATE = sa.Table(
 )
 
 SEVERITIES = ("info", "warning", "error")
+#: Where a month's peak came from: a past bill (a seeded peaks history), or the daemon's own meter.
+BILL, METERED = "bill", "metered"
 
 
 def _iso(ts: pd.Timestamp | dt.datetime) -> str:
@@ -146,9 +160,10 @@ class Store:
                                                data_json=json.dumps(data, default=str) if data else None))
 
     def raise_month_peak(self, month: str, peak_kw: float, window_start: pd.Timestamp, now: pd.Timestamp) -> bool:
-        """Record a 30-minute window average for ``month``; keep it only if it beats the stored peak.
+        """Record a 30-minute window average for ``month``; keep it only if it beats the stored
+        metered peak (a seeded bill peak is kept apart: :meth:`month_peaks` takes the larger).
 
-        Returns True when the month's peak rose.
+        Returns True when the month's metered peak rose.
         """
         with self.engine.begin() as con:
             row = con.execute(sa.select(PEAKS.c.peak_kw).where(PEAKS.c.month == month)).first()
@@ -160,6 +175,32 @@ class Store:
             else:
                 con.execute(PEAKS.update().where(PEAKS.c.month == month).values(**values))
             return True
+
+    def seed_bill_peaks(self, peaks: dict[str, float], source_file: str, now: pd.Timestamp) -> dict[str, list[str]]:
+        """Store monthly peaks from past bills (``"YYYY-MM" -> kW``, as read by
+        :func:`ems.billing.read_peaks_history_csv`), all in one transaction.
+
+        A month not seeded yet is added, a month seeded with another value takes the new one (the
+        file was corrected), a month with the same value is left alone, so seeding the same file
+        again changes nothing. Months seeded before but not in ``peaks`` are kept (peaks are never
+        deleted). Metered peaks are not touched. Returns the months ``added``, ``changed`` and
+        ``unchanged``.
+        """
+        stamp = _iso(now)
+        out: dict[str, list[str]] = {"added": [], "changed": [], "unchanged": []}
+        with self.engine.begin() as con:
+            known = {m: float(p) for m, p in con.execute(sa.select(BILL_PEAKS.c.month, BILL_PEAKS.c.peak_kw))}
+            for month, kw in sorted(peaks.items()):
+                values = dict(peak_kw=float(kw), source_file=str(source_file), seeded_at=stamp)
+                if month not in known:
+                    con.execute(BILL_PEAKS.insert().values(month=month, **values))
+                    out["added"].append(month)
+                elif known[month] != float(kw):
+                    con.execute(BILL_PEAKS.update().where(BILL_PEAKS.c.month == month).values(**values))
+                    out["changed"].append(month)
+                else:
+                    out["unchanged"].append(month)
+        return out
 
     def set_state(self, key: str, value: Any) -> None:
         """Persist a small piece of daemon state (JSON-serialisable)."""
@@ -190,9 +231,28 @@ class Store:
     # ----- reads ----------------------------------------------------------------------------
 
     def month_peaks(self) -> dict[str, float]:
-        """All metered monthly peaks, ``"YYYY-MM" -> kW``."""
+        """Every month's peak, ``"YYYY-MM" -> kW``: the larger of the metered and the bill peak."""
+        return {m: row["peak_kw"] for m, row in self.month_peak_sources().items()}
+
+    def month_peak_sources(self) -> dict[str, dict[str, Any]]:
+        """Every month's peak and where it came from, months in order: ``{"YYYY-MM": {"peak_kw",
+        "source" ("bill" or "metered"), "bill_kw", "metered_kw" (None when absent), "window_start"
+        (of the metered peak), "source_file" (of the bill peak)}}``. A metered peak is the
+        month's peak only when it is higher than the bill's."""
         with self.engine.connect() as con:
-            return {m: float(p) for m, p in con.execute(sa.select(PEAKS.c.month, PEAKS.c.peak_kw))}
+            metered = {r["month"]: r for r in con.execute(sa.select(PEAKS)).mappings()}
+            bills = {r["month"]: r for r in con.execute(sa.select(BILL_PEAKS)).mappings()}
+        out: dict[str, dict[str, Any]] = {}
+        for month in sorted(set(metered) | set(bills)):
+            m, b = metered.get(month), bills.get(month)
+            m_kw = None if m is None else float(m["peak_kw"])
+            b_kw = None if b is None else float(b["peak_kw"])
+            use_metered = b_kw is None or (m_kw is not None and m_kw > b_kw)
+            out[month] = {"peak_kw": m_kw if use_metered else b_kw, "source": METERED if use_metered else BILL,
+                          "bill_kw": b_kw, "metered_kw": m_kw,
+                          "window_start": None if m is None else m["window_start"],
+                          "source_file": None if b is None else b["source_file"]}
+        return out
 
     def get_state(self, key: str, default: Any = None) -> Any:
         """A persisted piece of state, or ``default``."""
@@ -214,7 +274,7 @@ class Store:
         return out
 
     def count(self, table: str) -> int:
-        """Number of rows in a table (telemetry, plans, events, monthly_peaks)."""
+        """Number of rows in a table (telemetry, plans, events, monthly_peaks, bill_peaks)."""
         t = META.tables[table]
         with self.engine.connect() as con:
             return int(con.execute(sa.select(sa.func.count()).select_from(t)).scalar_one())

@@ -28,7 +28,8 @@ class Stay:
 
     ``arrive``/``depart`` are aware timestamps; ``target_kwh`` is the energy the car must hold at
     departure; ``arrival_kwh`` the energy it is expected to bring (from ``arrival_soc_pct``) or
-    None; ``trip_kwh`` the energy used while away before this arrival (from ``trip_km``) or None.
+    None; ``trip_kwh`` the energy used while away before this arrival (from ``trip_km``) or None;
+    ``energy_neutral``: the car must also leave with at least the energy it arrived with.
     """
 
     vehicle: str
@@ -37,6 +38,15 @@ class Stay:
     target_kwh: float
     arrival_kwh: float | None
     trip_kwh: float | None
+    energy_neutral: bool = False
+
+    def need_kwh(self, arrived_kwh: float | None = None) -> float:
+        """Energy the car must hold when it leaves [kWh]: the target, and for an energy-neutral
+        stay at least what it arrived with (``arrived_kwh`` measured, else the expected arrival)."""
+        arrived = arrived_kwh if arrived_kwh is not None else self.arrival_kwh
+        if self.energy_neutral and arrived is not None:
+            return max(self.target_kwh, arrived)
+        return self.target_kwh
 
 
 def stays(vehicle: Vehicle, start: pd.Timestamp, end: pd.Timestamp, zone: dt.tzinfo,
@@ -72,7 +82,7 @@ def _stay_on(vehicle: Vehicle, w: PlugWindow, day: dt.date, zone: dt.tzinfo) -> 
     depart = pd.Timestamp(wall + w.depart_offset(day.weekday()), tz=zone)
     arrival_kwh = None if w.arrival_soc_pct is None else w.arrival_soc_pct / 100 * vehicle.capacity_kwh
     trip_kwh = None if w.trip_km is None else w.trip_km / vehicle.efficiency_km_per_kwh
-    return Stay(vehicle.id, arrive, depart, vehicle.target_kwh(w), arrival_kwh, trip_kwh)
+    return Stay(vehicle.id, arrive, depart, vehicle.target_kwh(w), arrival_kwh, trip_kwh, w.energy_neutral)
 
 
 def _merge(items: list[Stay]) -> list[Stay]:
@@ -82,7 +92,8 @@ def _merge(items: list[Stay]) -> list[Stay]:
         if merged and s.arrive < merged[-1].depart:
             prev = merged[-1]
             later = s if s.depart >= prev.depart else prev
-            merged[-1] = Stay(prev.vehicle, prev.arrive, later.depart, later.target_kwh, prev.arrival_kwh, prev.trip_kwh)
+            merged[-1] = Stay(prev.vehicle, prev.arrive, later.depart, later.target_kwh, prev.arrival_kwh, prev.trip_kwh,
+                              prev.energy_neutral or s.energy_neutral)
         else:
             merged.append(s)
     return merged
@@ -109,11 +120,15 @@ class Timeline:
 
 
 def timeline(vehicle: Vehicle, index: pd.DatetimeIndex, zone: dt.tzinfo,
-             is_holiday: Callable[[dt.date], bool] = lambda d: False, known: Sequence[Stay] | None = None) -> Timeline:
+             is_holiday: Callable[[dt.date], bool] = lambda d: False, known: Sequence[Stay] | None = None,
+             arrived_kwh: float | None = None) -> Timeline:
     """Expand ``vehicle``'s windows onto ``index`` (regular, aware, interval-start).
 
     ``known``: use these stays instead of the configured windows (e.g. a study's drawn stays);
-    those that do not overlap the index are ignored.
+    those that do not overlap the index are ignored. ``arrived_kwh``: the energy the car arrived
+    with in the stay under way at ``index[0]`` (measured), for an energy-neutral departure.
+    Departure targets are :meth:`Stay.need_kwh`; a later energy-neutral stay whose arrival energy
+    is not known ahead (a trip) is held to its target only until the car arrives and is measured.
     """
     if len(index) < 1 or index.tz is None:
         raise ValueError("timeline needs a non-empty, time-zone aware index")
@@ -138,7 +153,9 @@ def timeline(vehicle: Vehicle, index: pd.DatetimeIndex, zone: dt.tzinfo,
         if hi > lo:
             plugged[lo:hi] = True
         if 0 < d <= n and d > a:
-            target[d] = s.target_kwh if np.isnan(target[d]) else max(target[d], s.target_kwh)
+            # never above the charge ceiling (a car that arrived above it leaves at the ceiling)
+            need = min(s.need_kwh(arrived_kwh if a <= 0 else None), vehicle.max_soc_pct / 100 * vehicle.capacity_kwh)
+            target[d] = need if np.isnan(target[d]) else max(target[d], need)
         if 0 <= a < n:
             if s.arrival_kwh is not None:
                 arr_set[a] = s.arrival_kwh

@@ -3,8 +3,11 @@
 Input CSVs (``--pv``, ``--load``): ``timestamp`` (ISO 8601 with offset, interval start) and ``kw``.
 Without them the forecast module supplies PV and load. ``--soc leaf=55`` sets a vehicle's state of
 charge in percent; a vehicle not given is assumed at its minimum SOC (the cautious assumption: the
-plan charges it), and the summary says so. Output: a readable table and the summary, or with
-``--json`` the summary as one JSON object; ``--out`` writes the schedule CSV.
+plan charges it), and the summary says so. ``--peaks-history H.csv`` (``month,peak_kw``, read as by
+``ems bill``; default: the config's ``peaks_history_csv``) and ``--month-peak-kw X`` (this month's
+metered peak so far) give the demand ratchet the contract the site already holds; without them a
+demand-tariff plan prices every peak as a new record. Output: a readable table and the summary, or
+with ``--json`` the summary as one JSON object; ``--out`` writes the schedule CSV.
 """
 
 from __future__ import annotations
@@ -18,7 +21,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ems.config import SiteConfig, load_site
+from ems.billing import check_history_up_to, site_contract_kw
+from ems.config import SiteConfig, load_site, peaks_history
 from ems.errors import DataError, Problem
 from ems.planning import PlanResult, Planner, SiteState
 from ems.timeseries import read_series_csv
@@ -35,6 +39,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pv", metavar="PV.csv", help="PV forecast CSV: timestamp,kw (default: the forecast module)")
     p.add_argument("--load", metavar="LOAD.csv", help="load forecast CSV: timestamp,kw (default: the forecast module)")
     p.add_argument("--soc", nargs="+", default=[], metavar="VEHICLE=PCT", help="state of charge of vehicles in percent")
+    p.add_argument("--peaks-history", metavar="H.csv",
+                   help="CSV month,peak_kw (months YYYY-MM, as for ems bill): the site's monthly peaks from past bills, "
+                        "up to the plan's month, so the demand ratchet prices peaks against the contract already held "
+                        "(default: the config's peaks_history_csv; without either, no contract is held)")
+    p.add_argument("--month-peak-kw", metavar="KW",
+                   help="this billing month's metered peak so far [kW] (largest 30-minute average import); a plan "
+                        "peak below it costs nothing (default 0)")
     p.add_argument("--out", metavar="SCHEDULE.csv", help="write the schedule to this CSV")
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
 
@@ -77,6 +88,45 @@ def parse_soc(items: list[str], cfg: SiteConfig) -> tuple[dict[str, float], list
             soc[vid] = v.min_soc_pct / 100 * v.capacity_kwh
             notes.append(f"no --soc for {vid}: assumed at its minimum {v.min_soc_pct:g} %")
     return soc, notes
+
+
+def parse_month_peak(text: str | None) -> float:
+    """``--month-peak-kw``: a finite number >= 0 [kW] (0 when not given)."""
+    if text is None:
+        return 0.0
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value >= 0):
+        raise DataError(Problem("--month-peak-kw", None, "month_peak_kw", text, "a number of kW >= 0, e.g. 85.5"))
+    return value
+
+
+def contract_state(args: argparse.Namespace, cfg: SiteConfig, start: pd.Timestamp) -> tuple[dict[str, float], float, list[str]]:
+    """The ratchet inputs of the plan: the peaks history (``--peaks-history``, else the config's
+    ``peaks_history_csv``; months up to the start month), this month's peak so far, and notes on the
+    contract they hold."""
+    month_peak = parse_month_peak(args.month_peak_kw)
+    month = start.tz_convert(cfg.tariff.timezone).strftime("%Y-%m")
+    found = peaks_history(cfg, args.peaks_history)
+    history, where = found if found is not None else ({}, "")
+    if found is not None:
+        check_history_up_to(history, month, where, "the plan's start month")
+    if cfg.tariff.basic.kind != "demand":
+        return history, month_peak, []
+    peaks = dict(history)
+    if month_peak > 0 or month in peaks:
+        peaks[month] = max(month_peak, peaks.get(month, 0.0))
+    kw, by = site_contract_kw(month, peaks, cfg.tariff)
+    if found is None and month_peak == 0:
+        return history, month_peak, [
+            "no peaks history (--peaks-history or peaks_history_csv) nor --month-peak-kw: the plan assumes no "
+            "contract is held yet, so every peak is priced as a new ratchet record"]
+    if by is None:
+        return history, month_peak, [f"no peak in the ratchet window of {month} in {where or '--month-peak-kw'}"]
+    setter = {"minimum": "minimum_contract_kw", month: "this month's peak so far"}.get(by, f"the peak of {by} in {where}")
+    return history, month_peak, [f"contract for {month} already {kw:,.2f} kW, set by {setter}"]
 
 
 def read_kw_csv(path: str) -> pd.Series:
@@ -142,9 +192,11 @@ def run(args: argparse.Namespace) -> int:
     start = parse_start(args.start, cfg)
     hours = args.hours if args.hours is not None else cfg.planner.horizon_hours
     soc, notes = parse_soc(args.soc, cfg)
+    history, month_peak, contract_notes = contract_state(args, cfg, start)
     pv, load = inputs(args, cfg, start, hours)
-    result = Planner(cfg).plan(start, pv, load, SiteState(soc_kwh=soc), hours=hours)
-    result.outcome.messages[:0] = notes
+    state = SiteState(soc_kwh=soc, month_peak_kw=month_peak, peak_history_kw=history)
+    result = Planner(cfg).plan(start, pv, load, state, hours=hours)
+    result.outcome.messages[:0] = notes + contract_notes
     if args.out:
         write_schedule(result, args.out)
     summary = json_summary(result)

@@ -8,12 +8,14 @@ from pathlib import Path
 
 import pandas as pd
 
+from ems.billing import site_contract_kw
 from ems.config import load_site
 from ems.errors import ConfigError, Problem
 from ems.store import Store, engine_url
 
 NAME = "status"
-HELP = "show the last plan, setpoints, SOC, this month's peak and contract kW, and recent events"
+HELP = ("show the last plan, setpoints, SOC, this month's peak and contract kW (with where each ratchet month's peak "
+        "came from: bill history or metered), and recent events")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -24,20 +26,33 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def collect(store: Store, cfg, now: pd.Timestamp, n_events: int = 10) -> dict:
-    """The status as a plain dict (used by the CLI and the daemon's tests)."""
-    peaks = store.month_peaks()
+    """The status as a plain dict (used by the CLI and the daemon's tests).
+
+    Contract fields: ``contract_kw`` and ``contract_set_by`` (the month whose peak sets it,
+    ``"minimum"`` for minimum_contract_kw, None without any), ``contract_source`` (``"bill"``: a
+    seeded peaks history of past bills, ``"metered"``: the daemon's meter, or None),
+    ``month_peak_source`` likewise for this month's peak, and ``contract_months``: each month of the
+    ratchet window that has a peak, oldest first, ``{"month", "peak_kw", "source", "bill_kw",
+    "metered_kw"}``.
+    """
+    sources = store.month_peak_sources()
+    peaks = {m: r["peak_kw"] for m, r in sources.items()}
     month = now.tz_convert(cfg.tariff.zone).strftime("%Y-%m")
     ratchet = cfg.tariff.basic.ratchet_months if cfg.tariff.basic.kind == "demand" else 0
-    window = [(pd.Period(month, "M") - k).strftime("%Y-%m") for k in range(ratchet + 1)]
-    held = [(peaks[m], m) for m in window if m in peaks]
-    contract = max(held) if held else (0.0, None)
+    window = [(pd.Period(month, "M") - k).strftime("%Y-%m") for k in range(ratchet, -1, -1)]
+    contract_kw, set_by = site_contract_kw(month, peaks, cfg.tariff)
     last = store.last_plan()
     return {
         "site": cfg.site.name,
         "month": month,
         "month_peak_kw": peaks.get(month, 0.0),
-        "contract_kw": contract[0],
-        "contract_set_by": contract[1],
+        "month_peak_source": sources[month]["source"] if month in sources else None,
+        "contract_kw": contract_kw,
+        "contract_set_by": set_by,
+        "contract_source": sources[set_by]["source"] if set_by in sources else None,
+        "contract_months": [{"month": m, "peak_kw": sources[m]["peak_kw"], "source": sources[m]["source"],
+                             "bill_kw": sources[m]["bill_kw"], "metered_kw": sources[m]["metered_kw"]}
+                            for m in window if m in sources],
         "last_plan": None if last is None else {
             "created_at": last["created_at"], "start": last["start"], "status": last["status"],
             "fallback": last["fallback"], "peak_kw": last["peak_kw"], "objective": last["objective"],
@@ -66,8 +81,21 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(status, indent=2, default=str))
         return 0
-    print(f"{status['site']}  month {status['month']}: peak {status['month_peak_kw']:.2f} kW, "
-          f"contract {status['contract_kw']:.2f} kW" + (f" (set in {status['contract_set_by']})" if status["contract_set_by"] else ""))
+    src = {"bill": "bill history", "metered": "metered"}
+    by = status["contract_set_by"]
+    setter = "" if by is None else " (minimum_contract_kw)" if by == "minimum" else \
+        f" (set in {by}, {src[status['contract_source']]})"
+    print(f"{status['site']}  month {status['month']}: peak {status['month_peak_kw']:.2f} kW"
+          + (f" ({src[status['month_peak_source']]})" if status["month_peak_source"] else "")
+          + f", contract {status['contract_kw']:.2f} kW" + setter)
+    if status["contract_months"]:
+        print("contract months (ratchet window):")
+        for row in status["contract_months"]:
+            other = row["metered_kw"] if row["source"] == "bill" else row["bill_kw"]
+            note = "" if other is None else \
+                f" (metered {other:.2f} kW)" if row["source"] == "bill" else f" (bill {other:.2f} kW)"
+            print(f"  {row['month']}  {row['peak_kw']:>9.2f} kW  {src[row['source']]}{note}"
+                  + ("  <- sets the contract" if row["month"] == by else ""))
     lp = status["last_plan"]
     print("last plan: none" if lp is None else
           f"last plan {lp['created_at']} from {lp['start']}: {lp['status']}{' (FALLBACK)' if lp['fallback'] else ''}, "

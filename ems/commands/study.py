@@ -1,6 +1,6 @@
 """``ems study``: a span of a site's data under tariffs x strategies; summary.json, report.html, PNGs.
 
-``ems study --config CONFIG --data YEAR.csv [--tariff A.yaml ...] [--strategy none,rule,mpc,oracle]
+``ems study --config CONFIG --data YEAR.csv [--tariff A.yaml ...] [--strategy building,none,rule,mpc,oracle]
 [--out DIR] [--workers N] [--scheduler ADDRESS] [--sites DIR] [--seed N --stochastic]``
 """
 
@@ -27,8 +27,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                                                   "load.history_csv (or --data)")
     p.add_argument("--tariff", action="append", default=[], metavar="A.yaml",
                    help="tariff to compare (repeat; default: each config's own tariff)")
-    p.add_argument("--strategy", default="none,rule,mpc,oracle", metavar="LIST",
-                   help="comma-separated strategies of none, rule, mpc, oracle (default: all)")
+    p.add_argument("--strategy", default="building,none,rule,mpc,oracle", metavar="LIST",
+                   help="comma-separated strategies: building (the building alone, no cars), none (unmanaged "
+                        "charging), rule (timer), mpc (the daemon's planning and dispatch), oracle (perfect "
+                        "foresight) (default: all)")
     p.add_argument("--out", default="study-out", metavar="DIR", help="output folder (default: study-out)")
     p.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1), metavar="N",
                    help="local worker processes (default: up to 4; 1 runs in this process)")
@@ -89,10 +91,12 @@ def run(args: argparse.Namespace) -> int:
 
 def table(summary: dict) -> str:
     """One line per site x tariff x strategy: bill, savings (on the bill and net of battery wear) and the
-    share of the oracle's, peak, V2H energy, missed departures, median outage survival."""
+    share of the oracle's, peak, V2H energy, missed departures, median outage survival, and for mpc the
+    steps run without a forecast (its warm-up: dispatch's no-plan rule)."""
     from ems.report import money, pct
     head = f"{'site':<16} {'tariff':<20} {'strategy':<8} {'bill':>12} {'saving':>10} {'of oracle':>9} " \
-           f"{'net of wear':>11} {'of oracle':>9} {'peak kW':>8} {'V2H kWh':>8} {'missed':>6} {'outage h':>8}"
+           f"{'net of wear':>11} {'of oracle':>9} {'peak kW':>8} {'V2H kWh':>8} {'missed':>6} {'outage h':>8} " \
+           f"{'no fcst':>7}"
     lines = [head, "-" * len(head)]
     for site, tariffs in summary["results"].items():
         for tariff, group in tariffs.items():
@@ -102,6 +106,7 @@ def table(summary: dict) -> str:
                              f"{money(s['net_saving_vs_none']):>11} {pct(s['share_of_oracle_net_saving']):>9} "
                              f"{s['peak_kw']:>8.1f} "
                              f"{s['vehicle_discharged_kwh']:>8.0f} {s['departure_targets_missed']:>6} "
-                             f"{s['outage_survival'].get('median_hours', 0):>8.1f}")
+                             f"{s['outage_survival'].get('median_hours', 0):>8.1f} "
+                             f"{s.get('steps_without_forecast', '-'):>7}")
     return "\n".join(lines)
 

@@ -14,9 +14,10 @@ Each job is one method a scheduler (or a test on a :class:`~ems.clock.ManualCloc
 - :meth:`Daemon.refresh_forecast`, :meth:`Daemon.housekeeping` (retention),
   :meth:`Daemon.reload_config`.
 
-Everything the daemon must not forget across a restart is in the store: monthly metered peaks
-(the ratchet), the open demand window's energy, each vehicle's last SOC and its pending
-departure, and the last plan (used until the first new one if still fresh).
+Everything the daemon must not forget across a restart is in the store: monthly peaks (the
+ratchet: metered ones, and those seeded at start from a peaks history of past bills, see
+:meth:`Daemon.seed_peaks`), the open demand window's energy, each vehicle's last SOC and its
+pending departure, and the last plan (used until the first new one if still fresh).
 """
 
 from __future__ import annotations
@@ -36,16 +37,18 @@ import numpy as np
 import pandas as pd
 
 from adapters import AdapterError, CallerLimits, ChargerAdapter, ChargerState, MeterAdapter, MeterReading
+from ems.billing import check_history_up_to, site_contract_kw
 from ems.clock import Clock
-from ems.config import Charger, SiteConfig, Vehicle, load_site
+from ems.config import Charger, SiteConfig, Vehicle, load_site, peaks_history
 from ems.daemon.metering import WINDOW, WindowAccount, WindowRecord, window_start
 from ems.devices import vehicle_homes
-from ems.dispatch import DispatchInput, DispatchResult, Setpoint, UnitRules, UnitState, WindowMeter, dispatch
+from ems.dispatch import (DispatchInput, DispatchResult, PluggedCar, Setpoint, UnitRules, UnitState, WindowMeter,
+                          dispatch, guard_target_kw, reserve_to_hold_kwh, share_floors)
 from ems.errors import EmsError
 from ems.plan_summary import PlanSummary
 from ems.planning import PlanResult, Planner, SiteState, holiday_calendar
 from ems.store import Store
-from ems.vehicles import stays
+from ems.vehicles import Stay, stays
 
 log = logging.getLogger(__name__)
 
@@ -141,14 +144,17 @@ class Daemon:
     ``meter``: the site meter or None (then the site import is not measured: the guard sees only
     the chargers). ``real_clock`` gives real (or, in tests, manual) seconds for the reconnect
     pacing. ``dispatch_interval_s`` overrides ``cfg.daemon.dispatch_interval_s`` [simulated s], which
-    is otherwise raised to at least ``min_dispatch_s``.
+    is otherwise raised to at least ``min_dispatch_s``. ``peaks_history_csv`` (``ems run
+    --peaks-history``) overrides the config's ``peaks_history_csv``.
     """
 
     def __init__(self, cfg: SiteConfig, clock: Clock, store: Store, chargers: list[ChargerAdapter],
                  meter: MeterAdapter | None = None, *, history: pd.DataFrame | None = None,
                  dispatch_interval_s: float | None = None, min_dispatch_s: float = 0.0,
-                 real_clock: Callable[[], float] = time.monotonic, solver_process: bool = False):
+                 real_clock: Callable[[], float] = time.monotonic, solver_process: bool = False,
+                 peaks_history_csv: str | None = None):
         self.cfg = cfg
+        self.peaks_history_csv = peaks_history_csv
         self.clock = clock
         self.store = store
         self.meter = meter
@@ -193,8 +199,10 @@ class Daemon:
 
     # ----------------------------------------------------------------- lifecycle
     async def start(self) -> None:
-        """Resume from the store, connect the devices (failures are retried later), read, plan."""
+        """Seed the ratchet from the peaks history, resume from the store, connect the devices
+        (failures are retried later), read, plan."""
         now = self.clock.now()
+        self.seed_peaks(now)
         self._resume(now)
         self.event("start", f"daemon started for {self.cfg.site.name} (dispatch every {self.dispatch_interval_s:g} s)",
                    speed=self.clock.speed)
@@ -246,6 +254,29 @@ class Daemon:
             self.on_replan(reason)
 
     # ----------------------------------------------------------------- resume / persist
+    def seed_peaks(self, now: pd.Timestamp, cfg: SiteConfig | None = None) -> dict[str, list[str]] | None:
+        """Seed the store with the monthly peaks of past bills: ``peaks_history_csv`` given to the
+        daemon, else the config's (``cfg``, default the running one). One transaction, idempotent
+        (:meth:`~ems.store.Store.seed_bill_peaks`); None without a history. DataError, with nothing
+        written, for an invalid file or a month after the current one."""
+        site = cfg or self.cfg
+        found = peaks_history(site, self.peaks_history_csv)
+        if found is None:
+            return None
+        history, path = found
+        month = self._month_of(now)
+        check_history_up_to(history, month, path, "the daemon's current month")
+        seeded = self.store.seed_bill_peaks(history, path, now)
+        sources = self.store.month_peak_sources()
+        kw, by = site_contract_kw(month, {m: r["peak_kw"] for m, r in sources.items()}, site.tariff)
+        setter = "no peak" if by is None else "minimum_contract_kw" if by == "minimum" else \
+            f"the peak of {by} ({'bill history' if sources[by]['source'] == 'bill' else 'metered'})"
+        self.event("peaks-seeded", f"peaks history {path}: {len(history)} month(s) {min(history)}..{max(history)} "
+                                   f"({len(seeded['added'])} new, {len(seeded['changed'])} changed, "
+                                   f"{len(seeded['unchanged'])} unchanged); contract for {month} now {kw:.2f} kW, "
+                                   f"set by {setter}", file=path, contract_kw=kw, contract_month=by, **seeded)
+        return seeded
+
     def _resume(self, now: pd.Timestamp) -> None:
         """This month's peak is read from the store at every plan; here: SOC, departures, window, last plan."""
         self.soc_kwh = {k: float(v) for k, v in (self.store.get_state("soc_kwh") or {}).items()
@@ -439,8 +470,17 @@ class Daemon:
             if v is not None:
                 stay = self._stay(v, now)
                 if stay is not None:
-                    self.departures[v.id] = {"depart": stay.depart.isoformat(), "target_kwh": stay.target_kwh}
+                    arrived = self._arrived_kwh(v.id, stay)
+                    if arrived is None and s.plugged and s.soc_pct is not None:   # first seen in this stay
+                        arrived = s.soc_pct / 100 * v.capacity_kwh
+                    self.departures[v.id] = {"depart": stay.depart.isoformat(), "target_kwh": stay.need_kwh(arrived),
+                                             "arrived_kwh": arrived}
             u.plugged, u.vehicle = s.plugged, vid
+
+    def _arrived_kwh(self, vid: str, stay: Stay) -> float | None:
+        """Energy the car had when first seen plugged in during ``stay`` [kWh] (None: not seen yet)."""
+        d = self.departures.get(vid) or {}
+        return d.get("arrived_kwh") if d.get("depart") == stay.depart.isoformat() else None
 
     def _track_grid(self, now: pd.Timestamp, reading: MeterReading | None) -> None:
         """Loss of grid: any unit reporting it disconnected, or the meter reporting a power failure."""
@@ -491,8 +531,11 @@ class Daemon:
         return self._forecaster.forecast(origin, self._forecast_hours())
 
     async def refresh_forecast(self) -> None:
-        """Forecast job: PV and load from the current step for the horizon and a margin (never during a plan)."""
+        """Forecast job: PV and load from the current step for the horizon and a margin (never during a plan).
+        Nothing to do when the plan job at the same boundary already forecast from this step."""
         async with self.plan_lock:
+            if self._forecast is not None and self._forecast_origin == self._step_start(self.clock.now()):
+                return
             await self._refresh_forecast()
 
     async def _refresh_forecast(self) -> None:
@@ -510,12 +553,17 @@ class Daemon:
         return t.tz_convert(self.cfg.zone).floor(f"{self.cfg.planner.step_minutes}min")
 
     def _forecast_covers(self, start: pd.Timestamp) -> bool:
+        """Whether the forecast in hand serves a plan from ``start``: it covers the horizon and is less
+        than ``forecast_refresh_minutes`` old. A forecast exactly one refresh period old is due: the plan
+        and forecast jobs fire at the same boundary in either order, and with the default 30-minute
+        refresh a plan that ran first would otherwise miss the last step's measurements (the study's
+        mpc forecasts from every step; tests/ems/test_parity.py)."""
         if self._forecast is None or self._forecast_origin is None:
             return False
         end = start + pd.Timedelta(hours=self.cfg.planner.horizon_hours)
         age_min = (start - self._forecast_origin) / pd.Timedelta(minutes=1)
         return self._forecast_origin <= start and self._forecast.pv_kw.index[-1] >= end - WINDOW / 2 \
-            and age_min <= self.cfg.daemon.forecast_refresh_minutes
+            and age_min < self.cfg.daemon.forecast_refresh_minutes
 
     def projected_soc_kwh(self, vehicle_id: str, start: pd.Timestamp) -> float:
         """The vehicle's last measured SOC carried forward to ``start`` at its unit's current setpoint [kWh].
@@ -551,7 +599,9 @@ class Daemon:
             seen_h = (self.window.last_t - cur.start) / pd.Timedelta(hours=1)
             pre = cur.import_kwh * min((start - cur.start) / pd.Timedelta(hours=1) / seen_h, 1.0) if seen_h > 0 else 0.0
         history = {m: p for m, p in peaks.items() if m != month}
-        return SiteState(soc, peaks.get(month, 0.0), history, pre), notes
+        arrived = {vid: float(d["arrived_kwh"]) for vid, d in self.departures.items()
+                   if d.get("arrived_kwh") is not None and pd.Timestamp(d["depart"]) > start}
+        return SiteState(soc, peaks.get(month, 0.0), history, pre, arrival_kwh=arrived), notes
 
     def _nowcast(self, load: pd.Series, now: pd.Timestamp) -> pd.Series:
         """Carry the measured miss into the first hours of the load forecast (faded, never below 0)."""
@@ -682,20 +732,18 @@ class Daemon:
             self._fallback_reason = None
 
     # ----------------------------------------------------------------- dispatch
-    def _reserve_kwh(self, now: pd.Timestamp) -> float:
-        """Outage reserve to hold in the plugged cars now [kWh] (the plan's figure net of PV when it has one)."""
-        o = self.cfg.outage
-        if o.reserve_hours <= 0 or self.cfg.load.critical_kw <= 0:
-            return 0.0
-        p = self.plan
+    def _reserve_kwh(self, now: pd.Timestamp, following_plan: bool) -> float:
+        """Outage reserve to hold in the plugged cars now [kWh] (:func:`ems.dispatch.reserve_to_hold_kwh`)."""
+        p, planned = self.plan, None
         if p is not None and p.reserve_kwh is not None and now < p.end():
-            return float(p.reserve_kwh[min(p.step_of(now), len(p.reserve_kwh) - 1)])
-        return self.cfg.load.critical_kw * o.reserve_hours
+            planned = float(p.reserve_kwh[min(p.step_of(now), len(p.reserve_kwh) - 1)])
+        o = self.cfg.outage
+        return reserve_to_hold_kwh(o.mode == "hard", following_plan, planned, self.cfg.load.critical_kw, o.reserve_hours)
 
     def _unit_inputs(self, now: pd.Timestamp, following_plan: bool) -> tuple[list[UnitState], dict[str, UnitRules], dict[str, float]]:
-        """Dispatch inputs of every reachable unit, and each plugged vehicle's SOC [%] floor for the adapter."""
-        states, rules, floor_pct = [], {}, {}
-        plugged = []
+        """Dispatch inputs of every reachable unit, and each plugged vehicle's SOC [%] floor for the adapter
+        (floors from :func:`ems.dispatch.share_floors`, the rule the study shares)."""
+        states, rules, cars = [], {}, []
         for u in self.units:
             s = u.state
             if s is None:
@@ -711,46 +759,35 @@ class Daemon:
                                     min(c.max_discharge_kw, s.max_discharge_kw, vmax_d),
                                     c.charge_efficiency_pct / 100, c.discharge_efficiency_pct / 100,
                                     s.charge_kw, s.discharge_kw))
-            min_pct = v.min_soc_pct if v is not None else (s.soc_min_pct or 0.0)
-            rules[c.id] = UnitRules(min_pct / 100 * cap)
+            min_kwh = (v.min_soc_pct if v is not None else (s.soc_min_pct or 0.0)) / 100 * cap
+            rules[c.id] = UnitRules(min_kwh)
             if ok:
-                plugged.append((u, v, cap, soc, min_pct))
-        hard = self.cfg.outage.mode == "hard" or not following_plan
-        reserve = self._reserve_kwh(now) if hard else 0.0
-        above = sum(max(soc - m / 100 * cap, 0.0) for _, _, cap, soc, m in plugged)
-        for u, v, cap, soc, min_pct in plugged:
-            c = u.charger
-            floor = min_pct / 100 * cap
-            if reserve > 0 and above > 0:   # the reserve shared in proportion to the energy above each minimum
-                floor += reserve * max(soc - floor, 0.0) / above / (c.discharge_efficiency_pct / 100)
-            target, hours = 0.0, math.inf
-            dep = self._departure(v, now) if v is not None else None
-            if dep is not None:   # one tick less: what this tick discharges cannot be charged back within it
-                target, hours = dep[0], max(dep[1] - self.dispatch_interval_s / 3600, 0.0)
-            rules[c.id] = UnitRules(min(floor, cap), target, hours)
-            floor_pct[c.id] = 100 * min(floor, cap) / cap
+                target, hours = 0.0, math.inf
+                dep = self._departure(v, now) if v is not None else None
+                if dep is not None:   # one tick less: what this tick discharges cannot be charged back within it
+                    target, hours = dep[0], max(dep[1] - self.dispatch_interval_s / 3600, 0.0)
+                cars.append(PluggedCar(c.id, soc, min_kwh, cap, c.discharge_efficiency_pct / 100, target, hours))
+        rules.update(share_floors(cars, self._reserve_kwh(now, following_plan)))
+        floor_pct = {car.charger_id: 100 * rules[car.charger_id].floor_kwh / car.capacity_kwh for car in cars}
         return states, rules, floor_pct
 
     def _departure(self, v: Vehicle, now: pd.Timestamp) -> tuple[float, float] | None:
         """(target kWh, hours to departure) of the car's current stay: from its windows, else the stored one."""
         stay = self._stay(v, now)
         if stay is not None:
-            return stay.target_kwh, (stay.depart - now) / pd.Timedelta(hours=1)
+            return stay.need_kwh(self._arrived_kwh(v.id, stay)), (stay.depart - now) / pd.Timedelta(hours=1)
         d = self.departures.get(v.id)
         if d is not None and pd.Timestamp(d["depart"]) > now:
             return float(d["target_kwh"]), (pd.Timestamp(d["depart"]) - now) / pd.Timedelta(hours=1)
         return None
 
     def _guard_target_kw(self, now: pd.Timestamp) -> float:
-        """The window average the guard holds [kW]: the plan's peak (or, without a plan, the month's
-        peak or contract so far, else the import limit), never below this month's metered peak
-        (already paid for), minus ``daemon.peak_guard_margin_kw``."""
-        month_peak = self.store.month_peaks().get(self._month_of(now), 0.0)
-        if self.plan is not None and self.plan.mode == "normal":
-            level = max(self.plan.peak_kw, month_peak)
-        else:
-            level = month_peak if month_peak > 0 else self.cfg.grid.import_limit_kw
-        return max(level - self.cfg.daemon.peak_guard_margin_kw, 0.0)
+        """The window average the guard holds [kW] (:func:`ems.dispatch.guard_target_kw`, with
+        ``daemon.peak_guard_margin_kw``)."""
+        month = self._month_of(now)
+        month_peak = self.store.month_peaks().get(month, 0.0)
+        plan_peak = self.plan.result.outcome.peak_in(month) if self.plan is not None and self.plan.mode == "normal" else None
+        return guard_target_kw(plan_peak, month_peak, self.cfg.grid.import_limit_kw, self.cfg.daemon.peak_guard_margin_kw)
 
     def _check_miss(self, now: pd.Timestamp, base_kw: float, row: pd.Series | None, dt_h: float) -> None:
         """Smooth the forecast error of the site base (load - PV); a large miss asks for a re-plan."""
@@ -893,11 +930,14 @@ class Daemon:
         """Load ``path``; apply it at once if valid and compatible, else keep the running config. Returns True if applied.
 
         Devices and the database cannot change under a running daemon: such an edit is rejected
-        (restart to apply it), like an invalid file.
+        (restart to apply it), like an invalid file. A valid config's peaks history is seeded again
+        (:meth:`seed_peaks`: idempotent; a month after the current one rejects the reload).
         """
         try:
             new = load_site(path)
             problems = self._incompatible(new)
+            if not problems:
+                self.seed_peaks(self.clock.now(), new)
         except EmsError as exc:
             text = str(exc)
             log.error("config reload rejected, keeping the running config:\n%s", text)

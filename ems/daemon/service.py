@@ -117,15 +117,17 @@ class Service:
 
     ``database`` overrides ``cfg.daemon.database``; ``dispatch_interval_s`` the dispatch interval;
     ``reversion_timeout_s`` the simulated units' watchdog (tests); ``initial_soc_pct`` the simulated
-    vehicles' SOC at start; ``solver_process`` solves plans in a worker process instead of a thread.
+    vehicles' SOC at start; ``solver_process`` solves plans in a worker process instead of a thread;
+    ``peaks_history_csv`` overrides the config's ``peaks_history_csv`` (seeded into the store at start).
     Real Modbus chargers need the wall clock.
     """
 
     def __init__(self, cfg: SiteConfig, *, clock: Clock | None = None, database: str | None = None,
                  dispatch_interval_s: float | None = None, config_path: str | None = None,
                  reversion_timeout_s: float | None = None, initial_soc_pct: float | None = None,
-                 replay: str | None = None, solver_process: bool = False):
+                 replay: str | None = None, solver_process: bool = False, peaks_history_csv: str | None = None):
         self.cfg = cfg
+        self.peaks_history_csv = peaks_history_csv
         self.clock = clock or WallClock()
         self.config_path = config_path or cfg.source or None
         simulated = [c for c in cfg.chargers if isinstance(c.adapter, SimulatorAdapter)]
@@ -174,7 +176,8 @@ class Service:
             chargers, meter = self._adapters(port)
             self.daemon = Daemon(self.cfg, self.clock, self.store, chargers, meter,
                                  dispatch_interval_s=self.dispatch_interval_s, min_dispatch_s=min_dispatch_s(self.clock),
-                                 real_clock=self.real, solver_process=self.solver_process)
+                                 real_clock=self.real, solver_process=self.solver_process,
+                                 peaks_history_csv=self.peaks_history_csv)
             await self.daemon.start()
         except BaseException:
             await self._close()

@@ -74,6 +74,7 @@ class ScenarioResult:
     bill: dict
     survival_hours: np.ndarray
     figures: dict = field(default_factory=dict)
+    plugged: np.ndarray | None = None   # V x T: the car is plugged in for the whole step
 
     def meter(self) -> pd.DataFrame:
         """The simulated meter series (import_kw, export_kw) the bill is computed from."""
@@ -111,6 +112,8 @@ def run_scenario(sc: Scenario, progress: Callable[[int], None] | None = None) ->
     """Simulate one scenario over the whole span; ``progress(steps)`` is called now and then."""
     t0 = time.perf_counter()
     cfg = site_config(sc.config, sc.tariff)
+    if sc.strategy == "building":   # the building alone: the same site without its cars
+        cfg = cfg.model_copy(update={"vehicles": []})
     span = site_span(sc.config, sc.tariff, sc.data, sc.fill_gaps)
     fleet = make_fleet(cfg, span, cfg.planner.horizon_hours, sc.seed)
     sim = SiteSim(cfg, span, fleet, initial_soc_kwh(cfg))
@@ -136,6 +139,8 @@ def run_scenario(sc: Scenario, progress: Callable[[int], None] | None = None) ->
         "vehicle_discharged_kwh": float(rec.discharge_kw.sum() * dt_h),
         "vehicle_charged_kwh": float(rec.charge_kw.sum() * dt_h),
         "battery_wear_cost": wear_cost(cfg, sim),
+        "driver_settlement": driver_settlement(cfg, sim),
+        "driver_owned_vehicles": sum(v.owner == "driver" for v in cfg.vehicles),
         "import_kwh": float(rec.import_kw.sum() * dt_h),
         "export_kwh": float(rec.export_kw.sum() * dt_h),
         "curtailed_kwh": float(rec.curtail_kw.sum() * dt_h),
@@ -152,7 +157,7 @@ def run_scenario(sc: Scenario, progress: Callable[[int], None] | None = None) ->
         figures.update(plans=ctl.outcome.months, plan_fallbacks=int(ctl.outcome.fallback),
                        plan_bill=float(ctl.outcome.bill_cost))
     return ScenarioResult(sc, span.index, fleet.ids, tuple(v.capacity_kwh for v in cfg.vehicles), span.load_kw, span.pv_kw, rec.import_kw, rec.export_kw,
-                          rec.curtail_kw, rec.charge_kw, rec.discharge_kw, rec.soc_kwh, bill, hours, figures)
+                          rec.curtail_kw, rec.charge_kw, rec.discharge_kw, rec.soc_kwh, bill, hours, figures, fleet.plugged)
 
 
 def mpc_history(cfg: SiteConfig, span: Span) -> pd.DataFrame:
@@ -169,13 +174,31 @@ def mpc_history(cfg: SiteConfig, span: Span) -> pd.DataFrame:
     return frame
 
 
+def battery_kwh(sim: SiteSim) -> tuple[np.ndarray, np.ndarray]:
+    """Battery-side energy per vehicle over the span [kWh]: (taken out = AC discharge / eta_d,
+    put in = AC charge x eta_c), each summed over the steps on the charger the car used."""
+    rec = sim.rec
+    on = np.maximum(rec.charger, 0)
+    eta_d = np.where(rec.charger >= 0, sim.eta_d[on], 1.0)
+    eta_c = np.where(rec.charger >= 0, sim.eta_c[on], 1.0)
+    dt_h = sim.span.dt_h
+    return (rec.discharge_kw / eta_d * dt_h).sum(axis=1), (rec.charge_kw * eta_c * dt_h).sum(axis=1)
+
+
 def wear_cost(cfg: SiteConfig, sim: SiteSim) -> float:
     """Battery wear of the discharge [currency]: battery-side kWh (AC / discharge efficiency) x each
     vehicle's ``wear_cost_per_kwh``, as the planner prices it (the bill does not show it)."""
-    rec = sim.rec
-    eta = np.where(rec.charger >= 0, sim.eta_d[np.maximum(rec.charger, 0)], 1.0)
     rate = np.array([v.wear_cost_per_kwh for v in cfg.vehicles])
-    return float((rec.discharge_kw / eta * sim.span.dt_h).sum(axis=1) @ rate)
+    return float(battery_kwh(sim)[0] @ rate)
+
+
+def driver_settlement(cfg: SiteConfig, sim: SiteSim) -> float:
+    """What the site pays the drivers of driver-owned cars [currency] (positive = paid to drivers):
+    each car's price x the net battery energy taken from it at the site (energy out - energy in),
+    which over each stay is its arrival energy minus its departure energy."""
+    out, into = battery_kwh(sim)
+    price = np.array([v.settlement_price_per_kwh or 0.0 for v in cfg.vehicles])
+    return float((out - into) @ price)
 
 
 def reserve_breaches(cfg: SiteConfig, span: Span, sim: SiteSim) -> int:

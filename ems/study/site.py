@@ -174,7 +174,7 @@ def draw_stays(vehicle: Vehicle, configured: list[Stay], rng: np.random.Generato
             lo, hi = vehicle.min_soc_pct / 100 * vehicle.capacity_kwh, vehicle.max_soc_pct / 100 * vehicle.capacity_kwh
             reachable = 0.8 * charge_kw * charge_efficiency * (depart - arrive) / pd.Timedelta(hours=1)
             arrival = float(min(max(arrival, lo, s.target_kwh - reachable), hi))
-        out.append(Stay(s.vehicle, arrive, depart, s.target_kwh, arrival, trip))
+        out.append(Stay(s.vehicle, arrive, depart, s.target_kwh, arrival, trip, s.energy_neutral))
     return sorted(out, key=lambda x: x.arrive)
 
 
@@ -273,6 +273,8 @@ class SiteSim:
         known = fleet.arrival_set_kwh[:, 0]
         self.soc = np.where(np.isnan(known), self.soc, known)
         self.rec.soc_kwh[:, 0] = self.soc
+        # energy each car held when its current stay began [kWh] (NaN: not plugged in yet)
+        self.arrived_kwh = np.where(fleet.plugged[:, 0], self.soc, np.nan) if T else np.full(V, np.nan)
         self.t = 0
         starts = window_starts(span.index, cfg.tariff)
         self._window = np.asarray(starts.asi8)
@@ -373,6 +375,8 @@ class SiteSim:
                     if self.soc[v] < 0:
                         self.rec.notes.append(f"{f.ids[v]} came back at {self._label(k)} having used more than it held")
                         self.soc[v] = 0.0
+            if k < f.plugged.shape[1] and f.plugged[v, k] and (k == 0 or not f.plugged[v, k - 1]):
+                self.arrived_kwh[v] = self.soc[v]
         self.rec.soc_kwh[:, k] = self.soc
 
     def _label(self, k: int) -> str:

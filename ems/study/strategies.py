@@ -1,6 +1,9 @@
-"""The four control strategies a study compares, each a step-by-step controller of :class:`SiteSim`.
+"""The control strategies a study compares, each a step-by-step controller of :class:`SiteSim`.
 
-- ``none``: no V2H; each car charges at full power from plug-in until it is full (its max SOC).
+- ``building``: the building alone, no cars at all (what the site would pay without any car
+  plugged in, so the cars' contribution to the peak is visible);
+- ``none``: unmanaged charging; each car charges at full power from plug-in until it is full
+  (its max SOC), no discharge.
 - ``rule``: the installer's timer: charge at full power in the cheap night window, discharge in the
   peak window down to the outage reserve (and never below what the driver still needs, from
   :func:`ems.dispatch.departure_floor_kwh`), otherwise (and in the peak window once at that floor)
@@ -9,7 +12,9 @@
 - ``mpc``: at every step forecast from the past only (:class:`ems.forecast.SiteForecaster`), plan
   with the daemon's :class:`ems.planning.Planner`, apply the first step through the daemon's
   :func:`ems.dispatch.dispatch` (plan, then the demand guard holding the plan's peak against the
-  step's actual load, then the clamps), carry SOC and peaks forward.
+  step's actual load, then the clamps), carry SOC and peaks forward. While the load profile's weeks
+  before the step's date hold less than a day of measurements (a span without recent history: its
+  first day) there is no forecast and the step runs dispatch's no-plan rule (``steps_without_forecast``).
 - ``oracle``: :func:`ems.planning.plan_span` over the actual data (perfect foresight), replayed;
   energy left in the cars at the span's end is worth nothing to it (what the bill sees), so its
   bill is the bound the others are measured against.
@@ -23,14 +28,15 @@ import numpy as np
 import pandas as pd
 
 from ems.config import SiteConfig
-from ems.dispatch import DispatchInput, UnitRules, UnitState, WindowMeter, departure_floor_kwh, dispatch, fallback_setpoint
+from ems.dispatch import (DispatchInput, PluggedCar, UnitRules, UnitState, WindowMeter, departure_floor_kwh, dispatch,
+                          fallback_setpoint, guard_target_kw, reserve_to_hold_kwh, share_floors)
 from ems.planning import Planner, SiteState, plan_span
 from ems.study.site import Flow, SiteSim, known_stays
 
-STRATEGIES = ("none", "rule", "mpc", "oracle")
+STRATEGIES = ("building", "none", "rule", "mpc", "oracle")
 FLAT_CHEAP_HOURS = (23, 7)   # a tariff with one price all day: the installer's usual night window
 FLAT_PEAK_HOURS = (13, 16)   # ... and afternoon discharge window
-MIN_HISTORY_DAYS = 1         # the load forecast needs a day of history before its origin
+MIN_HISTORY_DAYS = 1         # mpc forecasts once the load profile has a day of recent measurements to build on
 
 
 class Controller:
@@ -49,24 +55,35 @@ class Controller:
         return UnitState(self.cfg.chargers[c].id, True, float(self.sim.soc[v]), rc, rd,
                          float(self.sim.eta_c[c]), float(self.sim.eta_d[c]))
 
-    def rules(self, v: int, floor_kwh: float) -> UnitRules:
-        """Floors and the next departure of vehicle v, hours counted from the end of this step
+    def car(self, v: int, c: int) -> PluggedCar:
+        """Vehicle v on charger c for the floor rule, its departure counted from the end of this step
         (so a step's discharge never leaves too little time to recharge)."""
-        t, dt_h = self.sim.t, self.sim.span.dt_h
+        sim, t, dt_h = self.sim, self.sim.t, self.sim.span.dt_h
         k = self.next_dep[v, t]
-        if k < 0 or not self.sim.fleet.plugged[v, t]:
-            return UnitRules(floor_kwh)
-        return UnitRules(floor_kwh, float(self.next_target[v, t]), max((k - t - 1) * dt_h, 0.0))
+        target, hours = (0.0, math.inf) if k < 0 else (float(self.next_target[v, t]), max((k - t - 1) * dt_h, 0.0))
+        return PluggedCar(self.cfg.chargers[c].id, float(sim.soc[v]), float(sim.min_kwh[v]), float(sim.cap[v]),
+                          float(sim.eta_d[c]), target, hours)
 
-    def reserve_floor_kwh(self, v: int, plugged: int) -> float:
-        """The driver's minimum plus this car's share of the outage reserve (critical load x reserve hours)."""
-        c = self.sim.allowed[v][0]
-        share = self.cfg.load.critical_kw * self.cfg.outage.reserve_hours / max(plugged, 1) / self.sim.eta_d[c]
-        return float(self.sim.min_kwh[v] + share)
+    def floors(self, attached: dict[int, int], reserve_kwh: float) -> dict[int, UnitRules]:
+        """Each attached vehicle's floor and departure needs: :func:`ems.dispatch.share_floors`, the daemon's rule."""
+        rules = share_floors([self.car(v, c) for v, c in attached.items()], reserve_kwh)
+        return {v: rules[self.cfg.chargers[c].id] for v, c in attached.items()}
+
+    def reserve_kwh(self, following_plan: bool, planned_kwh: float | None) -> float:
+        """The reserve dispatch holds now (:func:`ems.dispatch.reserve_to_hold_kwh`) [kWh]."""
+        o = self.cfg.outage
+        return reserve_to_hold_kwh(o.mode == "hard", following_plan, planned_kwh, self.cfg.load.critical_kw, o.reserve_hours)
+
+
+class Building(Controller):
+    """``building``: no cars (the study runs it on the site without its vehicles)."""
+
+    def flows(self) -> dict[int, Flow]:
+        return {}
 
 
 class NoV2H(Controller):
-    """``none``: full-power charging from plug-in until full, no discharge."""
+    """``none``: unmanaged charging, full power from plug-in until full, no discharge."""
 
     def flows(self) -> dict[int, Flow]:
         return {v: Flow(c, self.sim.rating(v, c)[0], 0.0) for v, c in self.sim.attach().items()}
@@ -99,10 +116,10 @@ class Rule(Controller):
     def flows(self) -> dict[int, Flow]:
         t = self.sim.t
         attached = self.sim.attach()
+        floors = self.floors(attached, self.reserve_kwh(False, None))
         out = {}
         for v, c in attached.items():
-            unit = self.unit(v, c)
-            rules = self.rules(v, self.reserve_floor_kwh(v, len(attached)))
+            unit, rules = self.unit(v, c), floors[v]
             floor = departure_floor_kwh(unit, rules)
             if self.peak[t] and unit.soc_kwh > floor + 1e-9:
                 out[v] = Flow(c, 0.0, unit.max_discharge_kw, floor)
@@ -156,53 +173,61 @@ class Mpc(Controller):
         self.months = cfg.tariff.months(sim.span.index)
         self.plans = 0
         self.fallbacks = 0
-        self.unplanned = 0
-        first = forecaster.history.index[0] if len(forecaster.history.index) else sim.span.index[0]
-        self.first_forecast = first + pd.Timedelta(days=MIN_HISTORY_DAYS)
+        self.unplanned = 0   # steps without a forecast (warm-up): dispatch's no-plan rule
 
     def state(self) -> SiteState:
         """What the daemon would know now: SOCs, this month's metered peak and import, the past peaks."""
         sim, month = self.sim, str(self.months[self.sim.t])
         history = {m: p for m, p in sim.month_peak_kw.items() if m != month}
+        arrived = {vid: float(sim.arrived_kwh[v]) for v, vid in enumerate(sim.fleet.ids)
+                   if sim.fleet.plugged[v, sim.t] and not np.isnan(sim.arrived_kwh[v])}
         return SiteState({vid: float(sim.soc[v]) for v, vid in enumerate(sim.fleet.ids)},
                          sim.month_peak_kw.get(month, 0.0), history, sim.window_import_kwh(),
-                         sim.month_import_kwh.get(month, 0.0))
+                         sim.month_import_kwh.get(month, 0.0), arrived)
+
+    def can_forecast(self, now: pd.Timestamp) -> bool:
+        """Whether the forecaster has a day of history to forecast from at ``now``: at least
+        MIN_HISTORY_DAYS of load measurements in the load profile's weeks before ``now``'s date (the
+        config's history when it is that recent, else the span's own past as it accrues)."""
+        return self.forecaster.history_days(now, recent=True) >= MIN_HISTORY_DAYS - 1e-9
 
     def flows(self) -> dict[int, Flow]:
         sim, t = self.sim, self.sim.t
         now = sim.span.index[t]
         state = self.state()
-        if now < self.first_forecast:   # too little history to forecast: the daemon's no-plan rule
+        if not self.can_forecast(now):   # too little history to forecast: the daemon's no-plan rule
             self.unplanned += 1
-            return self.guard({}, math.inf, 0.0, have_plan=False)
+            return self.guard({}, None, None)
         fc = self.forecaster.forecast(now, self.hours)
         stays = known_stays(sim.fleet, now, now + pd.Timedelta(hours=self.hours))
         res = self.planner.plan(now, fc.pv_kw, fc.load_kw, state, stays=stays)
         self.plans += 1
         self.fallbacks += res.outcome.fallback
         planned = plan_flows(self.cfg, res.schedule.iloc[:1], res.assignment.iloc[:1])(0)
-        month_peak = math.inf
-        if self.cfg.tariff.basic.kind == "demand":
-            planned_peak = res.outcome.month_peaks_kw.get(str(self.months[t]), res.outcome.peak_kw)
-            month_peak = max(state.month_peak_kw, float(planned_peak))
-        return self.guard(planned, month_peak, float(res.problem.reserve_kwh[0]) if res.problem is not None
-                          and res.problem.reserve_kwh is not None else 0.0)
+        usable = not (res.outcome.fallback or res.outcome.infeasible or res.outcome.departures_short)
+        if not usable:   # the daemon's judgement: such a plan is not followed
+            return self.guard({}, None, None)
+        reserve = res.problem.reserve_kwh if res.problem is not None else None
+        return self.guard(planned, res.outcome.peak_in(str(self.months[t])), None if reserve is None else float(reserve[0]))
 
-    def guard(self, planned: dict[int, Flow], target_peak_kw: float, reserve_kwh: float,
-              have_plan: bool = True) -> dict[int, Flow]:
-        """The daemon's dispatch over the step: the plan's flows (or without a plan its fallback rule),
-        the demand guard at the plan's month peak against the step's actual load (the daemon measures
-        it within seconds), the clamps."""
+    def guard(self, planned: dict[int, Flow], plan_peak_kw: float | None, planned_reserve_kwh: float | None) -> dict[int, Flow]:
+        """The daemon's dispatch over the step: the plan's flows (``plan_peak_kw`` None: no plan is
+        followed, the fallback rule), the demand guard at the daemon's target against the step's
+        actual load (the daemon measures it within seconds), the floors of the daemon's rule, the clamps."""
         sim, t = self.sim, self.sim.t
+        have_plan = plan_peak_kw is not None
         attached = sim.attach({v: f.charger for v, f in planned.items()})
         if not attached:
             return {}
         dt_h = sim.span.dt_h
+        month = str(self.months[t])
+        target_peak_kw = guard_target_kw(plan_peak_kw, sim.month_peak_kw.get(month, 0.0), self.cfg.grid.import_limit_kw,
+                                         self.cfg.daemon.peak_guard_margin_kw)
+        shared = self.floors(attached, self.reserve_kwh(have_plan, planned_reserve_kwh))
         units, rules, floors = [], {}, {}
         for v, c in attached.items():
             unit = self.unit(v, c)
-            share = reserve_kwh / len(attached) / sim.eta_d[c]
-            r = self.rules(v, float(sim.min_kwh[v] + share))
+            r = shared[v]
             f = planned.get(v, Flow(c, 0.0, 0.0))
             planned_end = sim.soc[v] + (sim.eta_c[c] * f.charge_kw - f.discharge_kw / sim.eta_d[c]) * dt_h
             floors[v] = min(departure_floor_kwh(unit, r), planned_end)
@@ -225,6 +250,8 @@ class Mpc(Controller):
 
 def controller(name: str, cfg: SiteConfig, sim: SiteSim, forecaster=None) -> Controller:
     """The controller for strategy ``name`` (one of STRATEGIES)."""
+    if name == "building":
+        return Building(cfg, sim)
     if name == "none":
         return NoV2H(cfg, sim)
     if name == "rule":

@@ -129,6 +129,15 @@ CASES = {
     "min SOC not below max SOC": (
         "    max_soc_pct: 90\n", "    max_soc_pct: 90\n    min_soc_pct: 90\n",
         "{line}: vehicles[0]: min_soc_pct (90.0) must be below max_soc_pct (90.0)", "- id: car"),
+    "driver's car without a price": (
+        "    max_soc_pct: 90\n", "    max_soc_pct: 90\n    owner: driver\n",
+        "{line}: vehicles[0]: a driver-owned car (owner: driver) needs energy_price_per_kwh", "- id: car"),
+    "price on the site's own car": (
+        "    max_soc_pct: 90\n", "    max_soc_pct: 90\n    energy_price_per_kwh: 40\n",
+        "{line}: vehicles[0]: energy_price_per_kwh (40) applies to driver-owned cars only", "- id: car"),
+    "unknown owner": (
+        "    max_soc_pct: 90\n", "    max_soc_pct: 90\n    owner: employee\n    energy_price_per_kwh: 40\n",
+        "vehicles[0].owner = 'employee'", "owner:"),
     "duplicate charger ids": (
         "vehicles:\n", "  - {id: c1, max_charge_kw: 3, max_discharge_kw: 3}\nvehicles:\n",
         "{line}: chargers: ids must be unique: 'c1' at chargers[0] and chargers[1]", "chargers:"),

@@ -102,13 +102,14 @@ def test_unreachable_departure_is_named_in_words_and_the_shortfall_reported(conf
 
 def test_ratchet_levels_come_from_the_history(configs):
     """Office, 11-month ratchet: an 80 kW peak 11 months ago holds June; 50 kW in May holds the
-    months up to next April; nothing holds May 2025, the last month the June peak can reach."""
+    months up to next April; May 2025, the last month the June peak can reach, is held only by the
+    30 kW already metered in June."""
     cfg = configs["office-v2b"]
     idx = plan_index(cfg, pd.Timestamp("2024-06-10 00:00", tz=TOKYO), 48)
     state = full_state(cfg, month_peak_kw=30.0, peak_history_kw={"2023-07": 80.0, "2024-05": 50.0})
     d = demand_spec(cfg, idx, state)
     assert d.labels[0] == "2024-06" and d.labels[-1] == "2025-05" and len(d.labels) == 12
-    assert d.held_kw[0] == 80.0 and d.held_kw[1] == 50.0 and d.held_kw[-1] == 0.0
+    assert d.held_kw[0] == 80.0 and d.held_kw[1] == 50.0 and d.held_kw[-1] == 30.0
     assert d.month_floor_kw.tolist() == [30.0]
     assert d.rate_per_kw_month == pytest.approx(1614.86)
 
@@ -204,3 +205,56 @@ def test_outcome_survives_the_json_summary(configs):
     back = PlanSummary.from_dict(json.loads(json.dumps(res.summary)))
     assert back == res.outcome
     assert back.departures_short and back.shortfalls_of(ShortfallKind.TARGET)[0].subject == "leaf"
+
+
+@pytest.mark.parametrize("command", ["plan", "forecast"])
+def test_a_start_before_the_history_is_an_input_error_naming_the_file(configs_dir, command, capfd):
+    """office-v2b's history begins 2024-01-01 00:00 +09:00: a forecast from before it stops with exit 2,
+    the history file, its first timestamp and the start on stderr, and no traceback."""
+    rc = main([command, "--config", str(configs_dir / "office-v2b.yaml"), "--start", "2023-12-01T00:00+09:00",
+               "--hours", "4"])
+    err = capfd.readouterr().err
+    assert rc == 2
+    assert "office-2024-30min.csv" in err and "2024-01-01T00:00:00+09:00" in err and "2023-12-01T00:00:00+09:00" in err
+    assert "Traceback" not in err and "ValueError" not in err
+
+
+def _office_with(cfg, price: float, neutral: bool):
+    """The office with every car settled at ``price`` and its windows energy-neutral or not."""
+    cars = [v.model_copy(update={"energy_price_per_kwh": price,
+                                 "windows": [w.model_copy(update={"energy_neutral": neutral}) for w in v.windows]})
+            for v in cfg.vehicles]
+    return cfg.model_copy(update={"vehicles": cars})
+
+
+def test_drivers_energy_is_priced_and_an_energy_neutral_car_leaves_with_what_it_brought(configs):
+    """Office Tuesday 10:00, cars plugged in since 08:30 at 80 %, a 90 kW afternoon block on a 40 kW
+    building: free drivers' energy (price 0) is spent on the peak; at 40 JPY/kWh the settlement is in
+    the plan's cost; with energy-neutral windows every car leaves at 18:00 with at least the 80 % it
+    arrived with."""
+    cfg = configs["office-v2b"]
+    start = "2024-07-09 10:00"
+    load = series(start, 24, 30, [40.0] * 8 + [90.0] * 6 + [40.0] * 34)
+    pv = series(start, 24, 30, 0.0)
+    arrived = {v.id: 0.8 * v.capacity_kwh for v in cfg.vehicles}
+    state = SiteState(dict(arrived), arrival_kwh=dict(arrived))
+    free = plan_site(_office_with(cfg, 0.0, False), load.index[0], pv, load, state, hours=24)
+    priced = plan_site(_office_with(cfg, 40.0, False), load.index[0], pv, load, state, hours=24)
+    neutral = plan_site(_office_with(cfg, 0.0, True), load.index[0], pv, load, state, hours=24)
+    leave = pd.Timestamp("2024-07-09 17:30", tz=TOKYO)
+    for res in (free, priced, neutral):
+        assert res.outcome.status is PlanStatus.OPTIMAL and not res.outcome.shortfalls_of(ShortfallKind.TARGET)
+    taken = {name: sum(max(arrived[v.id] - res.outcome.final_soc_kwh[v.id], 0.0) for v in cfg.vehicles)
+             for name, res in (("free", free), ("priced", priced))}
+    assert taken["free"] > 1.0                      # energy at no price is used for the peak
+    assert priced.outcome.driver_settlement != 0.0 and free.outcome.driver_settlement == pytest.approx(0.0)
+    assert priced.outcome.objective == pytest.approx(
+        priced.outcome.energy_cost + priced.outcome.demand_cost + priced.outcome.ratchet_cost + priced.outcome.wear_cost
+        + priced.outcome.driver_settlement + priced.outcome.penalty_cost - priced.outcome.export_credit
+        - priced.outcome.terminal_value, rel=1e-9)
+    s = neutral.schedule
+    for v in cfg.vehicles:   # the SOC at the start of the last plugged step plus its flow: what the car leaves with
+        ch, dis = s.loc[leave, f"{v.chargers[0]}_charge_kw"], s.loc[leave, f"{v.chargers[0]}_discharge_kw"]
+        left = s.loc[leave, f"{v.id}_soc_kwh"] + (0.95 * ch - dis / 0.95) * 0.5
+        assert left >= arrived[v.id] - 1e-6
+    assert neutral.outcome.peak_kw >= free.outcome.peak_kw - 1e-6   # neutrality costs peak shaving

@@ -112,7 +112,8 @@ def test_oracle_bounds_mpc_bounds_none_and_nobody_misses_a_departure(study):
 
 def test_rule_windows_and_discharge(study):
     """Office tariff has one price all day: charge 23-07, discharge 13-16; the cars discharge only then,
-    never below min SOC + their reserve share, and never push energy into the grid."""
+    never so far that the plugged cars together hold less than the reserve above their minimums
+    (ems.dispatch.share_floors), and never push energy into the grid."""
     _, summary, res = study
     r = res["rule"]
     cfg = load_site(OFFICE)
@@ -123,10 +124,14 @@ def test_rule_windows_and_discharge(study):
     assert not r.discharge_kw[:, ~peak].any()
     assert r.discharge_kw[:, peak].sum() > 0
     assert np.all(r.import_kw >= -1e-12) and not r.export_kw.any()
-    share = cfg.load.critical_kw * cfg.outage.reserve_hours / 3 / 0.95
-    for v, veh in enumerate(cfg.vehicles):
-        steps = np.flatnonzero(r.discharge_kw[v] > 0)
-        assert r.soc_kwh[v, steps + 1].min() >= veh.min_soc_pct / 100 * veh.capacity_kwh + share - 1e-6
+    reserve = cfg.load.critical_kw * cfg.outage.reserve_hours
+    mins = np.array([veh.min_soc_pct / 100 * veh.capacity_kwh for veh in cfg.vehicles])
+    plugged = r.plugged
+    steps = np.flatnonzero(r.discharge_kw.sum(axis=0) > 0)
+    for t in steps:
+        held = 0.95 * (r.soc_kwh[:, t + 1] - mins)
+        assert held[plugged[:, t]].sum() >= reserve - 1e-6
+        assert np.all(held[plugged[:, t]] >= -1e-9)
 
 
 def test_same_results_in_two_processes_and_on_dask(office_days):
@@ -307,3 +312,60 @@ def test_site_physics_balance_and_limits(office_sim_inputs, wishes, start):
             assert sim.soc[v] <= max(before[v], veh.max_soc_pct / 100 * veh.capacity_kwh) + 1e-9
             floor = max(veh.min_soc_pct / 100 * veh.capacity_kwh, flows[v].floor_kwh if v in flows else 0.0)
             assert dis == 0 or sim.soc[v] >= floor - 1e-9
+
+
+@pytest.fixture(scope="module")
+def new_site_weeks(tmp_path_factory) -> str:
+    """Two weeks of office data that start two months after the config's history ends: Mon 4 - Sun 17
+    March 2024 moved 52 weeks on to Mon 3 - Sun 16 March 2025 (same weekdays, no holiday)."""
+    frame = pd.read_csv(ROOT / "configs/data/office-2024-30min.csv").iloc[48 * 63:48 * 77].copy()
+    frame["timestamp"] = [(pd.Timestamp(t) + pd.Timedelta(weeks=52)).isoformat() for t in frame["timestamp"]]
+    path = tmp_path_factory.mktemp("new-site") / "office-2025.csv"
+    frame.to_csv(path, index=False)
+    return str(path)
+
+
+def test_mpc_on_a_span_without_recent_history_warms_up_on_the_no_plan_rule(new_site_weeks, tmp_path, capsys):
+    """The config's history (2024) ends two months before the span, so the load profile's six weeks hold
+    nothing: mpc runs the first day on dispatch's no-plan rule, then forecasts from the span's own past;
+    it completes without missing a departure and lands between the oracle and unmanaged charging."""
+    out = tmp_path / "out"
+    assert main(["study", "--config", OFFICE, "--data", new_site_weeks, "--strategy", "none,mpc,oracle",
+                 "--out", str(out), "--workers", "1", "--no-report"]) == 0
+    text = capsys.readouterr().out
+    mpc_line = next(line for line in text.splitlines() if " mpc " in line)
+    assert "no fcst" in text and mpc_line.split()[-1] == "48"
+    f = json.loads((out / "summary.json").read_text())["results"]["office-v2b"]["config"]
+    steps = 14 * 48
+    assert f["mpc"]["span"]["steps"] == steps
+    assert f["mpc"]["steps_without_forecast"] == 48          # the span's first day (it starts at midnight)
+    assert f["mpc"]["plans"] == steps - 48
+    for s, x in f.items():
+        assert x["departure_targets_missed"] == 0, (s, x["missed"])
+    bills = {s: f[s]["bill"]["total"] for s in f}
+    assert bills["oracle"] <= bills["mpc"] + 1e-6 <= bills["none"] + 1e-6
+    assert f["mpc"]["share_of_oracle_saving"] > 0.5
+
+
+def test_mpc_forecasts_read_only_the_span_before_each_step(new_site_weeks):
+    """The study's forecaster (the stale config history, then the span) gives at every origin what it
+    gives fed only the rows before it; the warm-up ends at the span's second midnight."""
+    from ems.forecast import SiteForecaster
+    from ems.study.run import mpc_history, site_span
+    cfg = load_site(OFFICE)
+    history = mpc_history(cfg, site_span(OFFICE, None, new_site_weeks))
+    full = SiteForecaster(cfg, history)
+    day1 = pd.Timestamp("2025-03-04T00:00+09:00")
+    assert full.history_days(day1 - pd.Timedelta(minutes=30), recent=True) == 0
+    assert full.history_days(day1, recent=True) == 1
+    for now in (day1, pd.Timestamp("2025-03-08T13:30+09:00")):
+        past = SiteForecaster(cfg, history[history.index < now])
+        a, b = full.forecast(now, 48), past.forecast(now, 48)
+        np.testing.assert_allclose(a.load_kw.to_numpy(), b.load_kw.to_numpy(), rtol=1e-9, atol=1e-9)
+        np.testing.assert_allclose(a.pv_kw.to_numpy(), b.pv_kw.to_numpy(), rtol=1e-9, atol=1e-9)
+    # on the second day the weekday profile is the span's first day (a Monday; G1 repeats its weekdays),
+    # whatever 2024 held; the last hour is on that profile, so no level offset
+    first_day = history.loc[(history.index >= day1 - pd.Timedelta(days=1)) & (history.index < day1), "load_kw"]
+    fc = full.forecast(day1 + pd.Timedelta(hours=2), 12)
+    assert fc.meta["level_offset_kw"] == pytest.approx(0.0, abs=1e-9)
+    np.testing.assert_allclose(fc.load_kw.to_numpy(), first_day.to_numpy()[4:28], atol=1e-9)
