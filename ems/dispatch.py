@@ -16,12 +16,18 @@ Sign convention: charge and discharge are separate non-negative kW figures (the 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 WINDOW_H = 0.5  # Japanese demand is metered on fixed 30-minute windows
 #: discharge never takes a car below its floor within this many ticks, so one late tick (the unit
 #: keeps the last setpoint until the next) still leaves it at or above the floor
 FLOOR_TICKS = 2.0
+#: departure floors count on refilling a car within the peak headroom this far ahead [h]; a car
+#: leaving later is not limited (the plan handles it). The daemon and the study both use it.
+REFILL_HOURS = 24.0
+#: the level a surge window is held to is found to this precision [kW] (10 W: below any meter's
+#: resolution of a 30-minute average, in 10-12 bisection steps)
+BISECT_KW = 0.01
 
 
 @dataclass(frozen=True)
@@ -49,12 +55,15 @@ class UnitRules:
 
     ``floor_kwh``: never discharge below (max of the vehicle's min SOC and its share of the
     outage reserve); ``target_kwh`` and ``hours_to_departure``: what the driver needs and when
-    (``math.inf`` hours when no departure is known).
+    (``math.inf`` hours when no departure is known); ``refill_kwh``: battery energy the car can
+    take back before it leaves without the site's import going over the peak target
+    (:func:`refill_kwh`; ``math.inf``: at its full charging power, where no peak is at stake).
     """
 
     floor_kwh: float
     target_kwh: float = 0.0
     hours_to_departure: float = math.inf
+    refill_kwh: float = math.inf
 
 
 @dataclass(frozen=True)
@@ -73,9 +82,48 @@ class PluggedCar:
     discharge_efficiency: float = 0.95
     target_kwh: float = 0.0
     hours_to_departure: float = math.inf
+    max_charge_kw: float = math.inf
+    charge_efficiency: float = 0.95
 
 
-def share_floors(cars: list[PluggedCar], reserve_kwh: float) -> dict[str, UnitRules]:
+def _water_fill(room_kw: float, caps_kw: list[float]) -> list[float]:
+    """Share ``room_kw`` among takers each capped at ``caps_kw[i]``, as evenly as the caps allow [kW]."""
+    out = [0.0] * len(caps_kw)
+    left = max(room_kw, 0.0)
+    order = sorted(range(len(caps_kw)), key=lambda i: caps_kw[i])
+    for n, i in enumerate(order):
+        out[i] = min(caps_kw[i], left / (len(order) - n))
+        left -= out[i]
+    return out
+
+
+def refill_kwh(cars: list[PluggedCar], headroom_kw: list[float], step_h: float) -> dict[str, float]:
+    """Battery energy each car can take back before its departure within the site's allowed import [kWh].
+
+    ``headroom_kw[j]``: how much more the site may import in step j from now (each ``step_h``
+    hours) without its 30-minute average going over the month's peak target: the target less the
+    building's expected import (load - PV), never negative. Each step's headroom is shared among
+    the cars still there for it (the part of the step before each departure), each at most at its
+    charging rating, as evenly as the ratings allow; a car's refill is the sum of its shares x its
+    charging efficiency x the time. Beyond the headroom series: nothing (a departure further
+    away than the forecast is not limited: ``math.inf``).
+    """
+    horizon_h = len(headroom_kw) * step_h
+    got = {c.charger_id: 0.0 for c in cars}
+    for j, room in enumerate(headroom_kw):
+        t0 = j * step_h
+        present = [(c, min(max(c.hours_to_departure - t0, 0.0), step_h) / step_h) for c in cars]
+        present = [(c, f) for c, f in present if f > 0]
+        if not present:
+            continue
+        shares = _water_fill(room, [c.max_charge_kw * f for c, f in present])
+        for (c, _), kw in zip(present, shares):
+            got[c.charger_id] += kw * c.charge_efficiency * step_h
+    return {c.charger_id: (math.inf if c.hours_to_departure > horizon_h else got[c.charger_id]) for c in cars}
+
+
+def share_floors(cars: list[PluggedCar], reserve_kwh: float, headroom_kw: list[float] | None = None,
+                 step_h: float = 0.5) -> dict[str, UnitRules]:
     """The one rule that shares the outage reserve and sets the departure needs of plugged cars.
 
     Each car's floor is its driver's minimum plus a share of ``reserve_kwh`` (AC energy the
@@ -84,15 +132,20 @@ def share_floors(cars: list[PluggedCar], reserve_kwh: float) -> dict[str, UnitRu
     capacity. The shares add up to the reserve (sum eta_d,i * (floor_i - min_i) = R), and no car is
     asked for more than it holds while the cars together hold the reserve. The departure target
     and time travel with the floor (:func:`departure_floor_kwh` raises it where the car could not
-    be recharged in time). The daemon and every study strategy call this.
+    be recharged in time). With ``headroom_kw`` (the site's import headroom under the peak target
+    per step of ``step_h`` hours from now, see :func:`refill_kwh`) a car is recharged in time only
+    within that headroom: a car keeps what it could not get back without setting a new peak.
+    The daemon and every study strategy call this.
     """
     above = sum(max(c.soc_kwh - c.min_kwh, 0.0) for c in cars)
+    refill = refill_kwh(cars, headroom_kw, step_h) if headroom_kw is not None else {}
     out = {}
     for c in cars:
         floor = c.min_kwh
         if reserve_kwh > 0 and above > 0:
             floor += reserve_kwh * max(c.soc_kwh - c.min_kwh, 0.0) / above / c.discharge_efficiency
-        out[c.charger_id] = UnitRules(min(floor, c.capacity_kwh), c.target_kwh, c.hours_to_departure)
+        out[c.charger_id] = UnitRules(min(floor, c.capacity_kwh), c.target_kwh, c.hours_to_departure,
+                                      refill.get(c.charger_id, math.inf))
     return out
 
 
@@ -142,11 +195,15 @@ class DispatchResult:
 
     ``guard_short_kw`` > 0 means the projected import stays above the window's allowed level even
     with all charging cut (down to what drivers need) and every car discharging to its floor: the
-    window will exceed its target unless the building's load drops.
+    window will exceed its target unless the building's load drops. ``refill_over_kw``: the part of
+    that excess that is charging kept because a driver needs it before leaving (a peak set to
+    refill a car).
     """
 
     setpoints: list[Setpoint]
     guard_short_kw: float = 0.0
+    refill_over_kw: float = 0.0
+    rules: dict[str, UnitRules] = field(default_factory=dict)
 
     @property
     def guard_short(self) -> bool:
@@ -202,11 +259,13 @@ def allowed_import_kw(window: WindowMeter, target_peak_kw: float) -> float:
 def departure_floor_kwh(unit: UnitState, rules: UnitRules) -> float:
     """Energy below which the car could no longer reach its departure target in time [kWh].
 
-    floor = target - max_charge * eta_c * hours_to_departure (never below the reserve floor).
+    floor = target - min(max_charge * eta_c * hours_to_departure, refill) (never below the reserve
+    floor): what it could not get back before it leaves, at full power or, where a peak is at
+    stake, within the site's import headroom (``rules.refill_kwh``).
     """
     if math.isinf(rules.hours_to_departure):
         return rules.floor_kwh
-    reachable = unit.max_charge_kw * unit.charge_efficiency * rules.hours_to_departure
+    reachable = min(unit.max_charge_kw * unit.charge_efficiency * rules.hours_to_departure, rules.refill_kwh)
     return max(rules.floor_kwh, rules.target_kwh - reachable)
 
 
@@ -251,7 +310,7 @@ def dispatch(inp: DispatchInput) -> DispatchResult:
     commands export.
     """
     if not inp.grid_up:
-        return DispatchResult([Setpoint(u.charger_id, 0.0, 0.0, "grid-down") for u in inp.units])
+        return DispatchResult([Setpoint(u.charger_id, 0.0, 0.0, "grid-down") for u in inp.units], rules=dict(inp.rules))
     wanted: dict[str, tuple[float, float]] = {}
     reason = "plan" if inp.planned is not None else "fallback"
     for u in inp.units:
@@ -262,9 +321,52 @@ def dispatch(inp: DispatchInput) -> DispatchResult:
             wanted[u.charger_id] = fallback_setpoint(u, rules)
         wanted[u.charger_id] = _clamp(u, rules, *wanted[u.charger_id], inp.tick_h)
     reasons = {u.charger_id: reason for u in inp.units}
-    short = _guard(inp, wanted, reasons)
+    short, refill = _guard(inp, wanted, reasons)
     return DispatchResult([Setpoint(cid, _clean(c), _clean(d), reasons[cid]) for cid, (c, d) in wanted.items()],
-                          _clean(short))
+                          _clean(short), _clean(refill), dict(inp.rules))
+
+
+def peak_aware_dispatch(inp: DispatchInput, cars: list[PluggedCar], reserve_kwh: float,
+                        expected_net_kw: list[float] | None, step_h: float) -> DispatchResult:
+    """One tick with departure floors that count on refilling a car only under the level the
+    month's peak reaches anyway: the rule the daemon and the study's mpc share.
+
+    For a level L >= the guard's target, each car keeps what it could not get back before it leaves
+    with the site importing at most L (:func:`share_floors` with headroom L - the building's import:
+    measured now for the current step, ``expected_net_kw[j]`` (forecast load - PV, per step of
+    ``step_h`` hours from now) after). If the guard holds the target with the floors at L = target,
+    that is the tick. Otherwise this window goes over the target whatever the cars do; the lowest
+    L at which the window's projected average (target + shortfall x time left / 30 min) is at most
+    L is found by bisection (a higher L lets the cars give more now, so the projected average falls
+    as L rises): the cars cover the surge down to the level at which they can still be refilled
+    without a higher peak, never further. ``expected_net_kw`` None (no forecast, no demand charge):
+    floors at full charging power, as :func:`dispatch`.
+    """
+    base_now = _base_import_kw(inp)
+
+    def at(level: float) -> DispatchResult:
+        headroom = None
+        if expected_net_kw is not None:
+            headroom = [max(level - base_now, 0.0)] + [max(level - x, 0.0) for x in expected_net_kw[1:]]
+        return dispatch(replace(inp, rules={**inp.rules, **share_floors(cars, reserve_kwh, headroom, step_h)}))
+
+    res = at(inp.target_peak_kw)
+    if expected_net_kw is None or not res.guard_short or not math.isfinite(inp.target_peak_kw):
+        return res
+
+    def projected(r: DispatchResult) -> float:   # the window's average if this tick's import goes on [kW]
+        return inp.target_peak_kw + r.guard_short_kw * inp.window.remaining_h / WINDOW_H
+
+    lo, hi = inp.target_peak_kw, projected(res)
+    best = at(hi)
+    while hi - lo > BISECT_KW:
+        mid = (lo + hi) / 2
+        r = at(mid)
+        if projected(r) <= mid + 1e-9:
+            hi, best = mid, r
+        else:
+            lo = mid
+    return best
 
 
 def _clean(kw: float) -> float:
@@ -278,9 +380,9 @@ def _base_import_kw(inp: DispatchInput) -> float:
     return inp.site_import_kw - sum(u.charge_kw - u.discharge_kw for u in inp.units)
 
 
-def _guard(inp: DispatchInput, wanted: dict[str, tuple[float, float]], reasons: dict[str, str]) -> float:
+def _guard(inp: DispatchInput, wanted: dict[str, tuple[float, float]], reasons: dict[str, str]) -> tuple[float, float]:
     """Demand guard: bring projected import down to the window's allowed level; returns what is
-    still over it [kW] (0 when held).
+    still over it and how much of that is charging drivers need [kW] (0, 0 when held).
 
     Projected import = base + sum(charge) - sum(discharge). First cut charging (units furthest from
     departure first), then add discharge on units with the most energy above their floors. Vehicle
@@ -292,12 +394,14 @@ def _guard(inp: DispatchInput, wanted: dict[str, tuple[float, float]], reasons: 
     excess = projected - limit
     if excess <= 1e-9:
         _no_vehicle_export(inp, wanted, base)
-        return 0.0
+        return 0.0, 0.0
     units = {u.charger_id: u for u in inp.units}
     by_slack = sorted(units, key=lambda cid: -inp.rules[cid].hours_to_departure)
+    needed = 0.0
     for cid in by_slack:  # 1) cut charging, but never below what the driver still needs
         c, d = wanted[cid]
         need = fallback_setpoint(units[cid], inp.rules[cid])[0]
+        needed += min(c, need)
         cut = min(max(c - need, 0.0), excess)
         if cut > 0:
             wanted[cid] = (c - cut, d)
@@ -319,7 +423,8 @@ def _guard(inp: DispatchInput, wanted: dict[str, tuple[float, float]], reasons: 
             reasons[cid] = "peak-guard"
             excess -= d2 - d
     _no_vehicle_export(inp, wanted, base)
-    return max(excess, 0.0)
+    short = max(excess, 0.0)
+    return short, min(short, needed) if short > 1e-6 else 0.0
 
 
 def _no_vehicle_export(inp: DispatchInput, wanted: dict[str, tuple[float, float]], base: float) -> None:

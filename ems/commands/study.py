@@ -84,29 +84,56 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(json.loads((Path(args.out) / "summary.json").read_text()), indent=2))
         return 0
+    print(plain_summary(summary))
+    print()
     print(table(summary))
     print(f"\nwritten: {Path(args.out) / 'summary.json'}" + ("" if args.no_report else f", {Path(args.out) / 'report.html'}"))
     return 0
 
 
+def plain_summary(summary: dict, width: int = 118) -> str:
+    """The report's plain-language summary as text (:func:`ems.report.headline_lines`), per site x
+    tariff, then one sentence per strategy."""
+    import textwrap
+
+    from ems.report import headline_lines, strategy_lines
+    out, strategies = [], []
+    for site, tariffs in summary.get("headlines", {}).items():
+        for tariff, h in tariffs.items():
+            out.append(f"{site} under {tariff}:")
+            for line in headline_lines(h):
+                out += textwrap.wrap(line, width, initial_indent="  ", subsequent_indent="    ")
+            strategies += [s for s in h["contract_kw"] if s not in strategies]
+    out.append("The strategies:")
+    for line in strategy_lines(strategies):
+        out += textwrap.wrap(line, width, initial_indent="  ", subsequent_indent="    ")
+    return "\n".join(out)
+
+
 def table(summary: dict) -> str:
-    """One line per site x tariff x strategy: bill, savings (on the bill and net of battery wear) and the
-    share of the oracle's, peak, V2H energy, missed departures, median outage survival, and for mpc the
-    steps run without a forecast (its warm-up: dispatch's no-plan rule)."""
+    """One line per site x tariff x strategy: the site's bill, the drivers' settlement, the two together,
+    the battery wear, the saving net of all three against none and its share of the oracle's, peak,
+    V2H energy, missed departures, median outage survival, and for mpc the steps run without a
+    forecast (its warm-up: dispatch's no-plan rule); a legend says whose money each is."""
     from ems.report import money, pct
-    head = f"{'site':<16} {'tariff':<20} {'strategy':<8} {'bill':>12} {'saving':>10} {'of oracle':>9} " \
-           f"{'net of wear':>11} {'of oracle':>9} {'peak kW':>8} {'V2H kWh':>8} {'missed':>6} {'outage h':>8} " \
-           f"{'no fcst':>7}"
+    head = f"{'site':<14} {'tariff':<18} {'strategy':<8} {'bill':>11} {'settlement':>10} {'bill+settl':>11} " \
+           f"{'wear':>7} {'net saving':>11} {'of oracle':>9} {'peak kW':>7} {'V2H kWh':>7} {'missed':>6} " \
+           f"{'outage h':>8} {'no fcst':>7}"
     lines = [head, "-" * len(head)]
     for site, tariffs in summary["results"].items():
         for tariff, group in tariffs.items():
             for strategy, s in group.items():
-                lines.append(f"{site:<16.16} {tariff:<20.20} {strategy:<8} {s['bill']['total']:>12,.0f} "
-                             f"{money(s['saving_vs_none']):>10} {pct(s['share_of_oracle_saving']):>9} "
+                lines.append(f"{site:<14.14} {tariff:<18.18} {strategy:<8} {s['bill']['total']:>11,.0f} "
+                             f"{s['driver_settlement']:>10,.0f} {s['bill_plus_settlement']:>11,.0f} "
+                             f"{s['battery_wear_cost']:>7,.0f} "
                              f"{money(s['net_saving_vs_none']):>11} {pct(s['share_of_oracle_net_saving']):>9} "
-                             f"{s['peak_kw']:>8.1f} "
-                             f"{s['vehicle_discharged_kwh']:>8.0f} {s['departure_targets_missed']:>6} "
+                             f"{s['peak_kw']:>7.1f} "
+                             f"{s['vehicle_discharged_kwh']:>7.0f} {s['departure_targets_missed']:>6} "
                              f"{s['outage_survival'].get('median_hours', 0):>8.1f} "
                              f"{s.get('steps_without_forecast', '-'):>7}")
+    lines += ["-" * len(head),
+              "bill: the site's; settlement: the drivers' (+ the site pays them for energy taken, - they pay for charging);",
+              "wear: the batteries' (per kWh discharged); net saving: none's bill + settlement + wear minus this strategy's,",
+              "and its share of the oracle's; V2H kWh: energy the cars gave the site."]
     return "\n".join(lines)
 

@@ -43,7 +43,7 @@ from ems.config import Charger, SiteConfig, Vehicle, load_site, peaks_history
 from ems.daemon.metering import WINDOW, WindowAccount, WindowRecord, window_start
 from ems.devices import vehicle_homes
 from ems.dispatch import (DispatchInput, DispatchResult, PluggedCar, Setpoint, UnitRules, UnitState, WindowMeter,
-                          dispatch, guard_target_kw, reserve_to_hold_kwh, share_floors)
+                          REFILL_HOURS, guard_target_kw, peak_aware_dispatch, reserve_to_hold_kwh)
 from ems.errors import EmsError
 from ems.plan_summary import PlanSummary
 from ems.planning import PlanResult, Planner, SiteState, holiday_calendar
@@ -102,7 +102,6 @@ class ActivePlan:
 
     def row(self, t: pd.Timestamp) -> pd.Series | None:
         """The schedule step holding ``t`` (the first step if ``t`` is just before the start)."""
-        idx = self.result.schedule.index
         if t >= self.end():
             return None
         return self.result.schedule.iloc[self.step_of(t)]
@@ -169,6 +168,7 @@ class Daemon:
         self._stays: dict[str, tuple[pd.Timestamp | None, pd.Timestamp | None, list]] = {}
         self._forecaster: Any = None
         self._forecast: Any = None
+        self._net_cache: tuple[tuple, np.ndarray] | None = None   # (step, origin, miss) -> expected import per step
         self._forecast_origin: pd.Timestamp | None = None
         self.plan: ActivePlan | None = None
         self.window = WindowAccount(cfg.tariff.timezone)
@@ -440,6 +440,10 @@ class Daemon:
         month = self._month_of(rec.start)
         if self.store.raise_month_peak(month, rec.average_kw, rec.start, now):
             log.info("month %s peak now %.2f kW (window %s)", month, rec.average_kw, rec.start)
+            if rec.refill:
+                self.event("peak-by-refill", f"month {month} peak raised to {rec.average_kw:.2f} kW in the window from "
+                                             f"{rec.start.tz_convert(self.cfg.zone):%H:%M} while charging cars their drivers "
+                                             "needed before leaving", "warning", peak_kw=rec.average_kw)
 
     def _vehicle_on(self, u: UnitLink, state: ChargerState) -> Vehicle | None:
         """The configured vehicle plugged into ``u``: by the id the unit reports, else its only home vehicle."""
@@ -740,9 +744,26 @@ class Daemon:
         o = self.cfg.outage
         return reserve_to_hold_kwh(o.mode == "hard", following_plan, planned, self.cfg.load.critical_kw, o.reserve_hours)
 
-    def _unit_inputs(self, now: pd.Timestamp, following_plan: bool) -> tuple[list[UnitState], dict[str, UnitRules], dict[str, float]]:
-        """Dispatch inputs of every reachable unit, and each plugged vehicle's SOC [%] floor for the adapter
-        (floors from :func:`ems.dispatch.share_floors`, the rule the study shares)."""
+    def _expected_net_kw(self, now: pd.Timestamp) -> np.ndarray | None:
+        """The building's expected import (forecast load less forecast PV) per plan step from this
+        step for a day [kW] (the current step's is replaced by the measurement in
+        :func:`ems.dispatch.peak_aware_dispatch`); None without a forecast. Cached per step."""
+        fc = self._forecast
+        if fc is None:
+            return None
+        start = self._step_start(now)
+        key = (start, self._forecast_origin)
+        if self._net_cache is None or self._net_cache[0] != key:
+            net = (fc.load_kw - fc.pv_kw).loc[start:start + pd.Timedelta(hours=REFILL_HOURS)]
+            self._net_cache = (key, net.to_numpy(dtype=float)[:-1] if len(net) > 1 else net.to_numpy(dtype=float))
+        return self._net_cache[1]
+
+    def _unit_inputs(self, now: pd.Timestamp,
+                     following_plan: bool) -> tuple[list[UnitState], dict[str, UnitRules], list[PluggedCar], float]:
+        """Dispatch inputs of every reachable unit: their states, each unit's floor (the driver's
+        minimum), the plugged cars with their departures and the outage reserve to share among them
+        [kWh] (:func:`ems.dispatch.peak_aware_dispatch` shares it with :func:`ems.dispatch.share_floors`,
+        the rule the study shares)."""
         states, rules, cars = [], {}, []
         for u in self.units:
             s = u.state
@@ -755,10 +776,11 @@ class Daemon:
             vmax_c = v.max_charge_kw if v is not None and v.max_charge_kw is not None else math.inf
             vmax_d = v.max_discharge_kw if v is not None and v.max_discharge_kw is not None else math.inf
             ok = s.plugged and cap > 0 and s.soc_pct is not None
-            states.append(UnitState(c.id, ok, soc, min(c.max_charge_kw, s.max_charge_kw, vmax_c),
-                                    min(c.max_discharge_kw, s.max_discharge_kw, vmax_d),
-                                    c.charge_efficiency_pct / 100, c.discharge_efficiency_pct / 100,
-                                    s.charge_kw, s.discharge_kw))
+            unit = UnitState(c.id, ok, soc, min(c.max_charge_kw, s.max_charge_kw, vmax_c),
+                             min(c.max_discharge_kw, s.max_discharge_kw, vmax_d),
+                             c.charge_efficiency_pct / 100, c.discharge_efficiency_pct / 100,
+                             s.charge_kw, s.discharge_kw)
+            states.append(unit)
             min_kwh = (v.min_soc_pct if v is not None else (s.soc_min_pct or 0.0)) / 100 * cap
             rules[c.id] = UnitRules(min_kwh)
             if ok:
@@ -766,10 +788,9 @@ class Daemon:
                 dep = self._departure(v, now) if v is not None else None
                 if dep is not None:   # one tick less: what this tick discharges cannot be charged back within it
                     target, hours = dep[0], max(dep[1] - self.dispatch_interval_s / 3600, 0.0)
-                cars.append(PluggedCar(c.id, soc, min_kwh, cap, c.discharge_efficiency_pct / 100, target, hours))
-        rules.update(share_floors(cars, self._reserve_kwh(now, following_plan)))
-        floor_pct = {car.charger_id: 100 * rules[car.charger_id].floor_kwh / car.capacity_kwh for car in cars}
-        return states, rules, floor_pct
+                cars.append(PluggedCar(c.id, soc, min_kwh, cap, unit.discharge_efficiency, target, hours,
+                                       unit.max_charge_kw, unit.charge_efficiency))
+        return states, rules, cars, self._reserve_kwh(now, following_plan)
 
     def _departure(self, v: Vehicle, now: pd.Timestamp) -> tuple[float, float] | None:
         """(target kWh, hours to departure) of the car's current stay: from its windows, else the stored one."""
@@ -822,25 +843,29 @@ class Daemon:
             elif plan.unusable is not None:
                 self._set_fallback(now, plan.unusable)
             row = plan.row(now) if following and plan is not None else None
-            states, rules, floor_pct = self._unit_inputs(now, following)
+            target = self._guard_target_kw(now)
+            states, rules, cars, reserve = self._unit_inputs(now, following)
             site_kw = (reading.import_kw - reading.export_kw) if reading is not None else \
                 sum(s.charge_kw - s.discharge_kw for s in states)
             planned = None
             if row is not None:
                 planned = {u.charger.id: (float(row[f"{u.charger.id}_charge_kw"]), float(row[f"{u.charger.id}_discharge_kw"]))
                            for u in self.units}
-            target = self._guard_target_kw(now)
             tick_h = self.dispatch_interval_s / 3600
             inp = DispatchInput(states, rules, site_kw, WindowMeter(self.window.current.import_kwh if self.window.current else 0.0,
                                                                      self.window.elapsed_h(now)),
                                 target, planned, grid_up=self.grid_up,
                                 vehicle_export_allowed=self.cfg.grid.vehicle_export_allowed,
                                 import_limit_kw=self.cfg.grid.import_limit_kw, tick_h=tick_h)
-            result = dispatch(inp) if states else DispatchResult([])
+            net = self._expected_net_kw(now) if self.cfg.tariff.basic.kind == "demand" else None
+            result = peak_aware_dispatch(inp, cars, reserve, None if net is None else net.tolist(),
+                                         self.cfg.planner.step_minutes / 60) if states else DispatchResult([])
+            caps = {car.charger_id: car.capacity_kwh for car in cars}
+            floor_pct = {cid: 100 * result.rules[cid].floor_kwh / cap for cid, cap in caps.items()}
             setpoints = result.setpoints
             if self.window.current is not None:
                 self.window.current.note(target, plan.peak_kw if following and plan is not None else None,
-                                         result.guard_short, self.grid_up)
+                                         result.guard_short, self.grid_up, result.refill_over_kw > 1e-6)
             if reading is not None:
                 self._check_miss(now, site_kw - sum(s.charge_kw - s.discharge_kw for s in states), row, tick_h)
             await self._write(setpoints, floor_pct)

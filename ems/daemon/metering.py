@@ -44,20 +44,24 @@ class WindowRecord:
     planned_peak_kw: float = math.nan
     guard_short: bool = False
     grid_down: bool = False
+    refill: bool = False   # the guard kept charging a driver needed while the window ran over its target
 
     @property
     def average_kw(self) -> float:
         """The window's average import [kW] (billed demand)."""
         return self.import_kwh / WINDOW_H
 
-    def note(self, target_kw: float | None, planned_peak_kw: float | None, guard_short: bool, grid_up: bool) -> None:
-        """Remember the guard's target, the plan's peak and shortfalls seen during the window."""
+    def note(self, target_kw: float | None, planned_peak_kw: float | None, guard_short: bool, grid_up: bool,
+             refill: bool = False) -> None:
+        """Remember the guard's target, the plan's peak and shortfalls seen during the window (``refill``:
+        charging a driver needs was kept over the target)."""
         if target_kw is not None:
             self.target_kw = target_kw if math.isnan(self.target_kw) else max(self.target_kw, target_kw)
         if planned_peak_kw is not None:
             self.planned_peak_kw = planned_peak_kw if math.isnan(self.planned_peak_kw) else max(self.planned_peak_kw, planned_peak_kw)
         self.guard_short |= guard_short
         self.grid_down |= not grid_up
+        self.refill |= refill
 
 
 @dataclass

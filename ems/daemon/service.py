@@ -213,6 +213,11 @@ class Service:
 
         async def plan_job() -> None:
             await d.plan_once(d.replan_reason or "scheduled")
+            # a re-plan asked for while that plan was solving (a plug-in seen by the tick at the same
+            # :00/:30) finds this job running and is skipped by the scheduler (max_instances=1): run it
+            # now, or the plan made without the event stays in force until the next step
+            while d.replan_reason is not None:
+                await d.plan_once(d.replan_reason)
 
         sched.add_job(plan_job, SimTimeTrigger(self.clock, self.cfg.planner.step_minutes * 60, zone), id="plan")
         sched.add_job(d.dispatch_once, SimTimeTrigger(self.clock, d.dispatch_interval_s, zone), id="dispatch")

@@ -21,6 +21,7 @@ import pandas as pd
 from ems.billing import compute_bill
 from ems.config import SiteConfig, load_site
 from ems.errors import ConfigError, Problem
+from ems.planning import window_starts
 from ems.study.outage import MAX_HOURS, survival_hours, survival_summary
 from ems.study.site import SiteSim, Span, initial_soc_kwh, make_fleet, read_span, reserve_need_kwh
 from ems.study.strategies import STRATEGIES, Mpc, Oracle, controller
@@ -152,7 +153,8 @@ def run_scenario(sc: Scenario, progress: Callable[[int], None] | None = None) ->
         "outage_survival": survival_summary(hours, cfg.outage.reserve_hours, MAX_HOURS),
     }
     if isinstance(ctl, Mpc):
-        figures.update(plans=ctl.plans, plan_fallbacks=ctl.fallbacks, steps_without_forecast=ctl.unplanned)
+        figures.update(plans=ctl.plans, plan_fallbacks=ctl.fallbacks, steps_without_forecast=ctl.unplanned,
+                       peaks_set_by_refill=peaks_set_by_refill(cfg, span, rec.import_kw, ctl.refill_steps))
     if isinstance(ctl, Oracle):
         figures.update(plans=ctl.outcome.months, plan_fallbacks=int(ctl.outcome.fallback),
                        plan_bill=float(ctl.outcome.bill_cost))
@@ -172,6 +174,24 @@ def mpc_history(cfg: SiteConfig, span: Span) -> pd.DataFrame:
             frame = pd.concat([past.reindex(columns=frame.columns), frame])
     frame.attrs.update(span.frame.attrs)
     return frame
+
+
+def peaks_set_by_refill(cfg: SiteConfig, span: Span, import_kw: np.ndarray, refill_steps: Sequence[int]) -> dict[str, int]:
+    """Per billing month, the 30-minute windows that raised the month's peak while the guard kept
+    charging cars their drivers needed before leaving (``refill_steps``): peaks set to refill a car."""
+    if cfg.tariff.basic.kind != "demand":
+        return {}
+    starts = window_starts(span.index, cfg.tariff)
+    months = cfg.tariff.months(starts)
+    frame = pd.DataFrame({"kwh": import_kw * span.dt_h, "refill": np.isin(np.arange(len(import_kw)), list(refill_steps)),
+                          "month": np.asarray(months, dtype=str)}, index=starts)
+    windows = frame.groupby(level=0, sort=True).agg(kwh=("kwh", "sum"), refill=("refill", "any"), month=("month", "first"))
+    out: dict[str, int] = {}
+    for month, w in windows.groupby("month", sort=True):
+        avg = w["kwh"].to_numpy() / 0.5
+        before = np.concatenate([[0.0], np.maximum.accumulate(avg)[:-1]])
+        out[str(month)] = int(np.sum((avg > before + 1e-6) & w["refill"].to_numpy()))
+    return out
 
 
 def battery_kwh(sim: SiteSim) -> tuple[np.ndarray, np.ndarray]:

@@ -28,7 +28,8 @@ import numpy as np
 import pandas as pd
 
 from ems.config import SiteConfig
-from ems.dispatch import (DispatchInput, PluggedCar, UnitRules, UnitState, WindowMeter, departure_floor_kwh, dispatch,
+from ems.dispatch import (REFILL_HOURS, DispatchInput, PluggedCar, UnitRules, UnitState, WindowMeter,
+                          departure_floor_kwh, peak_aware_dispatch,
                           fallback_setpoint, guard_target_kw, reserve_to_hold_kwh, share_floors)
 from ems.planning import Planner, SiteState, plan_span
 from ems.study.site import Flow, SiteSim, known_stays
@@ -62,7 +63,7 @@ class Controller:
         k = self.next_dep[v, t]
         target, hours = (0.0, math.inf) if k < 0 else (float(self.next_target[v, t]), max((k - t - 1) * dt_h, 0.0))
         return PluggedCar(self.cfg.chargers[c].id, float(sim.soc[v]), float(sim.min_kwh[v]), float(sim.cap[v]),
-                          float(sim.eta_d[c]), target, hours)
+                          float(sim.eta_d[c]), target, hours, sim.rating(v, c)[0], float(sim.eta_c[c]))
 
     def floors(self, attached: dict[int, int], reserve_kwh: float) -> dict[int, UnitRules]:
         """Each attached vehicle's floor and departure needs: :func:`ems.dispatch.share_floors`, the daemon's rule."""
@@ -173,7 +174,8 @@ class Mpc(Controller):
         self.months = cfg.tariff.months(sim.span.index)
         self.plans = 0
         self.fallbacks = 0
-        self.unplanned = 0   # steps without a forecast (warm-up): dispatch's no-plan rule
+        self.unplanned = 0
+        self.refill_steps: list[int] = []   # steps where the guard kept charging drivers needed over the target   # steps without a forecast (warm-up): dispatch's no-plan rule
 
     def state(self) -> SiteState:
         """What the daemon would know now: SOCs, this month's metered peak and import, the past peaks."""
@@ -208,9 +210,12 @@ class Mpc(Controller):
         if not usable:   # the daemon's judgement: such a plan is not followed
             return self.guard({}, None, None)
         reserve = res.problem.reserve_kwh if res.problem is not None else None
-        return self.guard(planned, res.outcome.peak_in(str(self.months[t])), None if reserve is None else float(reserve[0]))
+        net = (fc.load_kw - fc.pv_kw).to_numpy(dtype=float)[:int(round(REFILL_HOURS / sim.span.dt_h))]
+        return self.guard(planned, res.outcome.peak_in(str(self.months[t])), None if reserve is None else float(reserve[0]),
+                          net)
 
-    def guard(self, planned: dict[int, Flow], plan_peak_kw: float | None, planned_reserve_kwh: float | None) -> dict[int, Flow]:
+    def guard(self, planned: dict[int, Flow], plan_peak_kw: float | None, planned_reserve_kwh: float | None,
+              expected_net_kw: np.ndarray | None = None) -> dict[int, Flow]:
         """The daemon's dispatch over the step: the plan's flows (``plan_peak_kw`` None: no plan is
         followed, the fallback rule), the demand guard at the daemon's target against the step's
         actual load (the daemon measures it within seconds), the floors of the daemon's rule, the clamps."""
@@ -223,28 +228,30 @@ class Mpc(Controller):
         month = str(self.months[t])
         target_peak_kw = guard_target_kw(plan_peak_kw, sim.month_peak_kw.get(month, 0.0), self.cfg.grid.import_limit_kw,
                                          self.cfg.daemon.peak_guard_margin_kw)
-        shared = self.floors(attached, self.reserve_kwh(have_plan, planned_reserve_kwh))
-        units, rules, floors = [], {}, {}
-        for v, c in attached.items():
-            unit = self.unit(v, c)
-            r = shared[v]
-            f = planned.get(v, Flow(c, 0.0, 0.0))
-            planned_end = sim.soc[v] + (sim.eta_c[c] * f.charge_kw - f.discharge_kw / sim.eta_d[c]) * dt_h
-            floors[v] = min(departure_floor_kwh(unit, r), planned_end)
-            units.append(unit)
-            rules[unit.charger_id] = r
+        cars = [self.car(v, c) for v, c in attached.items()]
+        units = [self.unit(v, c) for v, c in attached.items()]
         base = float(sim.span.load_kw[t] - sim.span.pv_kw[t])
         elapsed = (sim.span.index[t].tz_convert(self.cfg.tariff.zone).minute % 30) / 60   # [h] into the window
-        inp = DispatchInput(units, rules, base, WindowMeter(sim.window_import_kwh(), elapsed), target_peak_kw,
+        inp = DispatchInput(units, {u.charger_id: UnitRules(car.min_kwh) for u, car in zip(units, cars)}, base,
+                            WindowMeter(sim.window_import_kwh(), elapsed), target_peak_kw,
                             {self.cfg.chargers[f.charger].id: (f.charge_kw, f.discharge_kw) for f in planned.values()}
                             if have_plan else None,
                             vehicle_export_allowed=self.cfg.grid.vehicle_export_allowed,
                             import_limit_kw=self.cfg.grid.import_limit_kw)
-        by_id = {sp.charger_id: sp for sp in dispatch(inp).setpoints}
+        net = None
+        if expected_net_kw is not None and self.cfg.tariff.basic.kind == "demand":
+            net = [float(x) for x in expected_net_kw]
+        result = peak_aware_dispatch(inp, cars, self.reserve_kwh(have_plan, planned_reserve_kwh), net, dt_h)
+        if result.refill_over_kw > 1e-6:
+            self.refill_steps.append(t)
+        by_id = {sp.charger_id: sp for sp in result.setpoints}
         out = {}
-        for v, c in attached.items():
-            sp = by_id[self.cfg.chargers[c].id]
-            out[v] = Flow(c, sp.charge_kw, sp.discharge_kw, floors[v])
+        for (v, c), unit in zip(attached.items(), units):
+            f = planned.get(v, Flow(c, 0.0, 0.0))
+            planned_end = sim.soc[v] + (sim.eta_c[c] * f.charge_kw - f.discharge_kw / sim.eta_d[c]) * dt_h
+            sp = by_id[unit.charger_id]
+            out[v] = Flow(c, sp.charge_kw, sp.discharge_kw,
+                          min(departure_floor_kwh(unit, result.rules[unit.charger_id]), planned_end))
         return out
 
 

@@ -86,9 +86,9 @@ def summarise(results: list[ScenarioResult], meta: dict) -> dict:
             _savings(group, lambda s: s["bill"]["total"], "saving_vs_none", "share_of_oracle_saving")
             _savings(group, lambda s: s["bill_plus_settlement"], "settled_saving_vs_none", "share_of_oracle_settled_saving")
             _savings(group, lambda s: s["net_cost"], "net_saving_vs_none", "share_of_oracle_net_saving")
-    rates = {(site_label(r.scenario.config), tariff_label(r.scenario.tariff)): site_config(r.scenario.config, r.scenario.tariff).tariff.basic
-             for r in results}
-    heads = {site: {tariff: headline(group, rates[site, tariff]) for tariff, group in tariffs.items()}
+    cfgs = {(site_label(r.scenario.config), tariff_label(r.scenario.tariff)): site_config(r.scenario.config, r.scenario.tariff)
+            for r in results}
+    heads = {site: {tariff: headline(group, cfgs[site, tariff]) for tariff, group in tariffs.items()}
              for site, tariffs in tree.items()}
     return {"study": meta, "results": tree, "headlines": heads}
 
@@ -125,8 +125,11 @@ def compare(base: dict, s: dict, basic_factor: float, other_factor: float) -> di
             "net_per_year": basic * basic_factor + (net - basic) * other_factor}
 
 
-def headline(group: dict, basic) -> dict:
-    """The plain-language summary's figures of one site x tariff (``basic``: the tariff's basic charge)."""
+def headline(group: dict, cfg) -> dict:
+    """The plain-language summary's figures of one site x tariff (``cfg``: its site config with that
+    tariff). ``site_owned_vehicles``: cars not settled with a driver; with any, the money against the
+    building alone also holds the energy those cars drive on, which the building alone never buys."""
+    basic = cfg.tariff.basic
     first = next(iter(group.values()))
     months = [m["month"] for m in first["bill"]["months"]]
     start, end = pd.Timestamp(first["span"]["start"]), pd.Timestamp(first["span"]["end"])
@@ -142,6 +145,7 @@ def headline(group: dict, basic) -> dict:
         "currency": first["bill"]["currency"],
         "tariff_name": first["tariff_name"],
         "demand_charge": {"rate_per_kw_month": basic.demand_rate(), "ratchet_months": basic.ratchet_months} if demand else None,
+        "site_owned_vehicles": sum(v.owner != "driver" for v in cfg.vehicles),
         "contract_month": months[-1],
         "contract_kw": {s: f["contract_kw"].get(months[-1]) for s, f in group.items()},
         "peak_kw": {s: f["peak_kw"] for s, f in group.items()},

@@ -371,3 +371,70 @@ def test_mpc_forecasts_read_only_the_span_before_each_step(new_site_weeks):
     fc = full.forecast(day1 + pd.Timedelta(hours=2), 12)
     assert fc.meta["level_offset_kw"] == pytest.approx(0.0, abs=1e-9)
     np.testing.assert_allclose(fc.load_kw.to_numpy(), first_day.to_numpy()[4:28], atol=1e-9)
+
+
+def test_each_strategy_gives_its_money_by_owner_and_the_cars_energy(study):
+    """Per strategy: the site's bill, the drivers' settlement, the two together, the wear, the net cost,
+    the cars' energy in and out. Hand check on none: each working day the three driver-owned cars arrive
+    with 20 / 20 / 25 % below their 90 % maximum and charge to it, so the drivers pay 40 JPY for each of
+    4 x (62 x 0.20 + 71.4 x 0.20 + 40 x 0.25) kWh stored, and nobody takes energy out of them."""
+    _, summary, res = study
+    f = figures(summary)
+    cfg = load_site(OFFICE)
+    assert {v.settlement_price_per_kwh for v in cfg.vehicles} == {40.0}
+    stored = 4 * (62 * 0.20 + 71.4 * 0.20 + 40 * 0.25)
+    assert f["none"]["driver_settlement"] == pytest.approx(-40.0 * stored, rel=1e-9)
+    assert f["none"]["driver_owned_vehicles"] == 3 and f["none"]["battery_wear_cost"] == 0
+    eta = 0.95
+    for s, x in f.items():
+        assert x["bill_plus_settlement"] == pytest.approx(x["bill"]["total"] + x["driver_settlement"])
+        assert x["net_cost"] == pytest.approx(x["bill_plus_settlement"] + x["battery_wear_cost"])
+        r = res[s]
+        assert x["vehicle_charged_kwh"] == pytest.approx(r.charge_kw.sum() / 2)
+        assert x["vehicle_discharged_kwh"] == pytest.approx(r.discharge_kw.sum() / 2)
+        # the settlement is the battery energy taken on balance at the drivers' price
+        assert x["driver_settlement"] == pytest.approx(40.0 * (x["vehicle_discharged_kwh"] / eta - x["vehicle_charged_kwh"] * eta))
+        assert x["departures"] == 12                    # three cars leave at 18:00 on four working days
+        assert x["net_saving_vs_none"] == pytest.approx(f["none"]["net_cost"] - x["net_cost"])
+        assert x["settled_saving_vs_none"] == pytest.approx(f["none"]["bill_plus_settlement"] - x["bill_plus_settlement"])
+
+
+def test_headline_compares_the_ems_and_the_bound_with_unmanaged_charging(study):
+    _, summary, _ = study
+    f = figures(summary)
+    h = summary["headlines"]["office-v2b"]["config"]
+    assert set(h["comparisons"]) == {"mpc_vs_none", "oracle_vs_none"}       # no building strategy in this study
+    assert h["demand_charge"] == {"rate_per_kw_month": pytest.approx(1614.86), "ratchet_months": 11}
+    assert h["contract_kw"] == {s: f[s]["contract_kw"]["2024-03"] for s in f}
+    for s in ("mpc", "oracle"):
+        c = h["comparisons"][f"{s}_vs_none"]
+        assert c["net"] == pytest.approx(f["none"]["net_cost"] - f[s]["net_cost"])
+        assert c["basic_charge"] == pytest.approx(f["none"]["bill"]["line_items"]["basic"] - f[s]["bill"]["line_items"]["basic"])
+        # the basic charge is the contract kW's: 1,614.86 JPY per kW cut
+        assert c["basic_charge"] == pytest.approx(1614.86 * (h["contract_kw"]["none"] - h["contract_kw"][s]), rel=1e-6)
+    # the EMS cannot beat perfect foresight on what the site pays net
+    assert h["comparisons"]["oracle_vs_none"]["net"] >= h["comparisons"]["mpc_vs_none"]["net"] - 1e-6
+    assert h["departures"] == {s: {"departures": 12, "missed": 0} for s in f}
+
+
+def test_cli_prints_the_plain_summary_above_a_table_with_the_settlement(tmp_path, office_days, capsys):
+    out = tmp_path / "out"
+    assert main(["study", "--config", OFFICE, "--data", office_days, "--strategy", "building,none,oracle",
+                 "--out", str(out), "--workers", "1", "--no-report"]) == 0
+    text = capsys.readouterr().out
+    f = json.loads((out / "summary.json").read_text())["results"]["office-v2b"]["config"]
+    head = text.index("bill+settl")
+    summary_part, table_part = text[:head], text[head:]
+    assert summary_part.index("Contract kW") < summary_part.index("Departures kept") < summary_part.index("The strategies:")
+    flat = " ".join(summary_part.split())
+    assert (f"the building alone {f['building']['contract_kw']['2024-03']:.1f} kW, unmanaged charging "
+            f"{f['none']['contract_kw']['2024-03']:.1f} kW; perfect foresight (oracle) would reach "
+            f"{f['oracle']['contract_kw']['2024-03']:.1f} kW") in flat
+    assert "the site's bill" in flat and "Whose money" in flat and "x 91.3 (365.25 / 4.0 days)" in flat
+    for s in ("building", "none", "oracle"):
+        row = next(line for line in table_part.splitlines() if line.split()[2:3] == [s])
+        cells = row.split()
+        assert cells[3:6] == [f"{f[s]['bill']['total']:,.0f}", f"{f[s]['driver_settlement']:,.0f}",
+                              f"{f[s]['bill_plus_settlement']:,.0f}"]
+    assert "settlement: the drivers'" in table_part
+    assert max(len(line) for line in text.splitlines()) <= 150
