@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench check clean
+.PHONY: demo test lint bench check clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -19,7 +19,10 @@ demo: $(STAMP)
 check: $(STAMP)
 	$(BIN)/ems check configs/*.yaml
 
-test: $(STAMP)
+lint: $(STAMP)
+	$(BIN)/ruff check ems models adapters tests bench configs
+
+test: lint
 	$(BIN)/python -m pytest -q tests
 
 bench: $(STAMP)

@@ -55,7 +55,7 @@ class SiteSection(Strict):
         try:
             zoneinfo.ZoneInfo(v)
         except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"unknown time zone; use an IANA name such as 'Asia/Tokyo'") from None
+            raise ValueError("unknown time zone; use an IANA name such as 'Asia/Tokyo'") from None
         return v
 
 
@@ -321,6 +321,12 @@ class PlannerSection(Strict):
     terminal_value_per_kwh: float | None = Field(
         default=None, ge=0, description="value of energy left in the cars at the horizon end; default: the horizon's mean import price",
     )
+    peak_quantile_pct: float | None = Field(
+        default=None, ge=50, lt=100,
+        description="price the demand windows after the current one at this quantile of the site's own net import "
+                    "forecast error (backtest of the last 6 weeks), so car energy is held for the load that may come; "
+                    "null: the point forecast",
+    )
 
     @model_validator(mode="after")
     def _whole_steps(self) -> PlannerSection:
@@ -504,9 +510,9 @@ def summary(cfg: SiteConfig) -> str:
         f"vehicle export {'allowed' if cfg.grid.vehicle_export_allowed else 'not allowed'}",
         f"  tariff: {cfg.tariff.name} ({cfg.tariff.describe_basic()})",
         f"  PV: {len(cfg.pv)} array(s), {pv:g} kWp",
-        f"  chargers: " + (", ".join(f"{c.id} {c.max_charge_kw:g}/{c.max_discharge_kw:g} kW ({c.adapter.kind})" for c in cfg.chargers) or "none"),
+        "  chargers: " + (", ".join(f"{c.id} {c.max_charge_kw:g}/{c.max_discharge_kw:g} kW ({c.adapter.kind})" for c in cfg.chargers) or "none"),
         f"  meter: {meter_summary(cfg)}",
-        f"  vehicles: " + (", ".join(f"{v.id} {v.capacity_kwh:g} kWh, {len(v.windows)} window(s), " + (
+        "  vehicles: " + (", ".join(f"{v.id} {v.capacity_kwh:g} kWh, {len(v.windows)} window(s), " + (
             f"driver's, settled at {v.energy_price_per_kwh:g}/kWh" if v.owner == "driver" else "the site's")
             for v in cfg.vehicles) or "none"),
         f"  critical load: {cfg.load.critical_kw:g} kW; outage reserve {cfg.outage.reserve_hours:g} h ({cfg.outage.mode})",

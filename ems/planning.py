@@ -41,13 +41,11 @@ from ems.errors import DataError, Problem
 from ems.plan_summary import PlanStatus, PlanSummary, Shortfall, ShortfallKind, add_up
 from ems.tariff import Tariff
 from ems.vehicles import Stay, timeline
-from models.data import BlockSpec, ChargerSpec, DemandSpec, PlanProblem, VehicleSpec, check_problem, pairs
-from models.fallback import rule_based
-from models.formulation import SOFT_FAMILIES, needs_grid_direction_binary
-from models.requirements import Requirements, requirements, reserve_requirement_kwh
-from models.solution import Values
-from models.solve import Session, Solution, SolveOptions, plan_costs
-from models.verify import violations
+from models import (
+    SOFT_FAMILIES, BlockSpec, ChargerSpec, DemandSpec, PlanProblem, Requirements, Session, Solution, SolveOptions, Values,
+    VehicleSpec, check_problem, needs_grid_direction_binary, pairs, plan_costs, requirements, reserve_requirement_kwh,
+    rule_based, violations,
+)
 
 log = logging.getLogger(__name__)
 
@@ -216,8 +214,15 @@ def _month_add(month: str, k: int) -> str:
     return f"{n // 12:04d}-{n % 12 + 1:02d}"
 
 
-def demand_spec(cfg: SiteConfig, index: pd.DatetimeIndex, state: SiteState) -> DemandSpec | None:
-    """Windows, months and ratchet levels of a demand tariff (None without a demand charge)."""
+def demand_spec(cfg: SiteConfig, index: pd.DatetimeIndex, state: SiteState,
+                uplift_kw: np.ndarray | None = None) -> DemandSpec | None:
+    """Windows, months and ratchet levels of a demand tariff (None without a demand charge).
+
+    ``uplift_kw`` (per step): import the site may add above the forecast in the windows after the
+    current one (the forecast error's high quantile, :mod:`ems.forecast.uncertainty`); the demand
+    windows are priced with it, as if already metered, so the plan's peak and the car energy held
+    for it cover it. The current window is left to the measured import and the guard.
+    """
     tariff, basic = cfg.tariff, cfg.tariff.basic
     rate = basic.demand_rate()
     if basic.kind != "demand" or rate <= 0:
@@ -233,6 +238,9 @@ def demand_spec(cfg: SiteConfig, index: pd.DatetimeIndex, state: SiteState) -> D
     elif state.window_import_kwh:
         raise _bad("state.window_import_kwh", state.window_import_kwh,
                    "the plan starts on a :00/:30 window boundary, so nothing can be metered in its window yet; give 0")
+    if uplift_kw is not None:
+        extra = np.where(window_of_step > 0, np.asarray(uplift_kw, dtype=float), 0.0) * (step / pd.Timedelta(hours=1))
+        pre += np.bincount(window_of_step, weights=extra, minlength=len(ws))
     end = local[-1] + step
     hours = np.minimum((end - ws) / pd.Timedelta(hours=1), 0.5)
     month_of_ws = tariff.months(ws)
@@ -273,12 +281,15 @@ def block_spec(cfg: SiteConfig, index: pd.DatetimeIndex, state: SiteState) -> Bl
 
 def build_problem(cfg: SiteConfig, start: pd.Timestamp, pv_kw: pd.Series, load_kw: pd.Series, state: SiteState,
                   outage: tuple[pd.Timestamp, pd.Timestamp] | None = None, hours: float | None = None,
-                  stays: Mapping[str, Sequence[Stay]] | None = None) -> PlanProblem:
-    """The model data of one re-plan (see the module docstring); ``stays`` as in :func:`vehicle_specs`."""
+                  stays: Mapping[str, Sequence[Stay]] | None = None,
+                  peak_uplift_kw: pd.Series | None = None) -> PlanProblem:
+    """The model data of one re-plan (see the module docstring); ``stays`` as in :func:`vehicle_specs`;
+    ``peak_uplift_kw`` the load allowed for above the forecast in the demand windows (see :func:`demand_spec`)."""
     index = plan_index(cfg, start, hours)
     T = len(index)
     dt_h = cfg.planner.step_minutes / 60
     pv, load = on_grid(pv_kw, index, "pv_kw"), on_grid(load_kw, index, "load_kw")
+    uplift = None if peak_uplift_kw is None else on_grid(peak_uplift_kw, index, "peak_uplift_kw")
     mask = np.zeros(T, dtype=bool)
     if outage is not None:
         o0, o1 = outage
@@ -303,7 +314,7 @@ def build_problem(cfg: SiteConfig, start: pd.Timestamp, pv_kw: pd.Series, load_k
         export_price=np.asarray(tariff.export_rate(index), dtype=float),
         import_limit_kw=np.full(T, cfg.grid.import_limit_kw), export_limit_kw=np.full(T, cfg.grid.export_limit_kw),
         chargers=charger_specs(cfg), vehicles=vehicle_specs(cfg, index, state, holiday_calendar(tariff), stays),
-        vehicle_export_allowed=cfg.grid.vehicle_export_allowed, demand=demand_spec(cfg, index, state), blocks=blocks,
+        vehicle_export_allowed=cfg.grid.vehicle_export_allowed, demand=demand_spec(cfg, index, state, uplift), blocks=blocks,
         reserve_kwh=reserve, reserve_soft=cfg.outage.mode == "soft",
         reserve_penalty_per_kwh_h=cfg.outage.soft_penalty_per_kwh, outage=mask if outage is not None else None,
         value_of_lost_load_per_kwh=cfg.outage.value_of_lost_load_per_kwh, terminal_value_per_kwh=terminal,
@@ -437,15 +448,17 @@ class Planner:
 
     def plan(self, start: pd.Timestamp, pv_kw: pd.Series, load_kw: pd.Series, state: SiteState, *,
              outage: tuple[pd.Timestamp, pd.Timestamp] | None = None, hours: float | None = None,
-             stays: Mapping[str, Sequence[Stay]] | None = None) -> PlanResult:
+             stays: Mapping[str, Sequence[Stay]] | None = None, peak_uplift_kw: pd.Series | None = None) -> PlanResult:
         """A checked schedule from ``start`` for ``hours`` (default: the config's horizon).
 
-        ``stays``: vehicle id -> stays to plan with instead of the configured windows.
+        ``stays``: vehicle id -> stays to plan with instead of the configured windows;
+        ``peak_uplift_kw``: load to allow for above the forecast in the demand windows after the
+        current one (:func:`demand_spec`; see :mod:`ems.forecast.uncertainty`).
 
         Raises :class:`~ems.errors.DataError` for invalid inputs; never for an infeasible or failed solve.
         """
         t0 = time.perf_counter()
-        problem = build_problem(self.cfg, start, pv_kw, load_kw, state, outage, hours, stays)
+        problem = build_problem(self.cfg, start, pv_kw, load_kw, state, outage, hours, stays, peak_uplift_kw)
         req = requirements(problem)
         prep = time.perf_counter() - t0
         messages = [f.text for f in req.findings]

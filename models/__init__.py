@@ -5,15 +5,18 @@ reference) and solved by HiGHS (:mod:`models.solve`), checked (:mod:`models.veri
 Nothing here knows about YAML, Modbus, clocks or the ``ems`` application.
 """
 
-from models.data import BlockSpec, ChargerSpec, DemandSpec, PlanProblem, VehicleSpec, check_problem
+from models.data import (
+    BlockSpec, ChargerSpec, DemandSpec, PlanProblem, VehicleSpec, check_problem, needs_grid_direction_binary, pairs,
+)
 from models.fallback import rule_based
+from models.formulation import SOFT_FAMILIES
 from models.requirements import Finding, Requirements, requirements, reserve_requirement_kwh
 from models.solution import Costs, Values, costs
-from models.solve import Session, Solution, SolveOptions
+from models.solve import Session, Solution, SolveOptions, plan_costs
 from models.verify import violations
 
 __all__ = [
-    "BlockSpec", "ChargerSpec", "Costs", "DemandSpec", "Finding", "PlanProblem", "Requirements", "Session", "Solution",
-    "SolveOptions", "Values", "VehicleSpec", "check_problem", "costs", "requirements", "reserve_requirement_kwh",
-    "rule_based", "violations",
+    "SOFT_FAMILIES", "BlockSpec", "ChargerSpec", "Costs", "DemandSpec", "Finding", "PlanProblem", "Requirements",
+    "Session", "Solution", "SolveOptions", "Values", "VehicleSpec", "check_problem", "costs", "needs_grid_direction_binary",
+    "pairs", "plan_costs", "requirements", "reserve_requirement_kwh", "rule_based", "violations",
 ]

@@ -267,7 +267,7 @@ def daemon_day(configs_dir: Path, site: str, speed: float = DEMO_SPEED) -> list[
                 return svc.daemon, dict(svc.sim.sim.model.energy_kwh)
         daemon, energy = asyncio.run(day())
         with Store(database) as store:
-            telemetry, plans = store.telemetry(), store.count("plans")
+            telemetry = store.telemetry()
             events = store.events(limit=10000)
     left = {}
     for v in cfg.vehicles:

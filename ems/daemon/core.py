@@ -168,7 +168,8 @@ class Daemon:
         self._stays: dict[str, tuple[pd.Timestamp | None, pd.Timestamp | None, list]] = {}
         self._forecaster: Any = None
         self._forecast: Any = None
-        self._net_cache: tuple[tuple, np.ndarray] | None = None   # (step, origin, miss) -> expected import per step
+        self._net_cache: tuple[tuple, np.ndarray] | None = None   # (step, origin) -> expected import per step
+        self._error_q: tuple[Any, Any] | None = None   # (local day, NetErrorQuantile or None) for peak_quantile_pct
         self._forecast_origin: pd.Timestamp | None = None
         self.plan: ActivePlan | None = None
         self.window = WindowAccount(cfg.tariff.timezone)
@@ -532,7 +533,25 @@ class Daemon:
         from ems.forecast import SiteForecaster  # lazy: pvlib import is slow and unused without a plan
         if self._forecaster is None:
             self._forecaster = SiteForecaster(self.cfg, self.history)
+        self._refresh_error_quantile(origin)
         return self._forecaster.forecast(origin, self._forecast_hours())
+
+    def _refresh_error_quantile(self, origin: pd.Timestamp) -> None:
+        """Once a local day, the net import forecast's error quantile from the weeks before
+        (``planner.peak_quantile_pct``; :mod:`ems.forecast.uncertainty`), in the worker thread."""
+        pct = self.cfg.planner.peak_quantile_pct
+        day = origin.tz_convert(self.cfg.zone).date()
+        if pct is None or (self._error_q is not None and self._error_q[0] == day):
+            return
+        from ems.forecast.uncertainty import net_error_quantile
+        self._error_q = (day, net_error_quantile(self._forecaster, origin, pct, self.cfg.planner.horizon_hours))
+
+    def _peak_uplift_kw(self, start: pd.Timestamp, index: pd.DatetimeIndex) -> pd.Series | None:
+        """The load the plan allows for above the forecast in its later demand windows [kW] (None: off)."""
+        q = self._error_q[1] if self._error_q is not None else None
+        if q is None:
+            return None
+        return pd.Series(q.uplift_kw(start, index, self.cfg.zone), index=index)
 
     async def refresh_forecast(self) -> None:
         """Forecast job: PV and load from the current step for the horizon and a margin (never during a plan).
@@ -634,7 +653,9 @@ class Daemon:
             load = self._nowcast(self._forecast.load_kw, now)
             t0 = time.perf_counter()
             try:
-                result = await loop.run_in_executor(*self._solve_call(), start, self._forecast.pv_kw, load, state, outage)
+                uplift = self._peak_uplift_kw(start, load.index) if mode == "normal" else None
+                result = await loop.run_in_executor(*self._solve_call(), start, self._forecast.pv_kw, load, state, outage,
+                                                    uplift)
             except Exception as exc:  # noqa: BLE001 - any solver/model failure: the safe rule, never a crash
                 log.exception("planning failed")
                 self.event("plan-failed", f"planning failed: {type(exc).__name__}: {exc}; using the safe rule", "error")
@@ -675,9 +696,9 @@ class Daemon:
             self._solver.shutdown(wait=True)
             self._solver = None
 
-    def _solve(self, start, pv, load, state, outage) -> PlanResult:
-        """Run in the worker thread: the planner (HiGHS through pyomo)."""
-        return self.planner.plan(start, pv, load, state, outage=outage)
+    def _solve(self, start, pv, load, state, outage, uplift=None) -> PlanResult:
+        """Run in the worker thread: the planner."""
+        return self.planner.plan(start, pv, load, state, outage=outage, peak_uplift_kw=uplift)
 
     def _inputs(self, reason: str, mode: str, state: SiteState, outage, reserve: np.ndarray | None) -> dict[str, Any]:
         """The inputs summary stored with a plan."""
@@ -1008,7 +1029,7 @@ def _solver_init(cfg: SiteConfig) -> None:
     _SOLVER = Planner(cfg)
 
 
-def _solver_plan(start, pv, load, state, outage) -> PlanResult:
+def _solver_plan(start, pv, load, state, outage, uplift=None) -> PlanResult:
     """One plan in the solver process."""
     assert _SOLVER is not None
-    return _SOLVER.plan(start, pv, load, state, outage=outage)
+    return _SOLVER.plan(start, pv, load, state, outage=outage, peak_uplift_kw=uplift)

@@ -48,7 +48,7 @@ def origins(forecaster: SiteForecaster, horizon_hours: float, stride_hours: floa
     first = (h.index[0] + pd.Timedelta(days=warmup_days)).tz_convert(zone).normalize() + pd.Timedelta(days=1)
     last = h.index[-1] + h.step - pd.Timedelta(hours=horizon_hours)
     if last < first:
-        raise DataError(Problem("history", None, "timestamp", f"{h.index[0]} .. {h.index[-1]}", 
+        raise DataError(Problem("history", None, "timestamp", f"{h.index[0]} .. {h.index[-1]}",
                                 f"too short to backtest: need {warmup_days:g} days of warm-up plus {horizon_hours:g} h"))
     out = pd.date_range(first, last.tz_convert(zone), freq=pd.Timedelta(hours=stride_hours))
     return out.tz_convert("UTC")

@@ -27,7 +27,7 @@ import pandas as pd
 
 from ems.config import SiteConfig
 from ems.errors import DataError, Problem
-from ems.forecast.clean import History, clean_history, read_history_csv
+from ems.forecast.clean import clean_history, read_history_csv
 from ems.forecast.load import LoadForecaster, LoadSettings
 from ems.forecast.pv import PvModel, SolarGeometry
 from ems.forecast.weather import align_weather

@@ -33,7 +33,6 @@ def survival_hours(cfg: SiteConfig, index: pd.DatetimeIndex, pv_kw: np.ndarray, 
     ``soc_kwh``: V x (T+1) SOC at boundaries; ``plugged``: V x T; ``charger``: V x T charger index
     used (-1 when none; a plugged car then counts on its first allowed charger).
     """
-    T = len(index)
     dt_h = (index[1] - index[0]) / pd.Timedelta(hours=1)
     starts = hour_starts(index)
     K = int(round(max_hours / dt_h))

@@ -387,7 +387,7 @@ class SiteSim:
 def reserve_need_kwh(cfg: SiteConfig, span: Span) -> np.ndarray:
     """Energy the plugged-in cars should hold at each step start to carry the critical load for
     ``outage.reserve_hours`` net of the actual PV [kWh] (zeros without a reserve)."""
-    from models.requirements import reserve_requirement_kwh
+    from models import reserve_requirement_kwh
     if cfg.outage.reserve_hours <= 0 or cfg.load.critical_kw <= 0 or not cfg.vehicles:
         return np.zeros(len(span.index))
     return reserve_requirement_kwh(cfg.load.critical_kw, span.pv_kw, span.dt_h, cfg.outage.reserve_hours)

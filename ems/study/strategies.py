@@ -175,7 +175,8 @@ class Mpc(Controller):
         self.plans = 0
         self.fallbacks = 0
         self.unplanned = 0
-        self.refill_steps: list[int] = []   # steps where the guard kept charging drivers needed over the target   # steps without a forecast (warm-up): dispatch's no-plan rule
+        self.refill_steps: list[int] = []   # steps where the guard kept charging drivers needed over the target
+        self.error_q = None                 # (local day, NetErrorQuantile or None) for planner.peak_quantile_pct   # steps without a forecast (warm-up): dispatch's no-plan rule
 
     def state(self) -> SiteState:
         """What the daemon would know now: SOCs, this month's metered peak and import, the past peaks."""
@@ -202,7 +203,8 @@ class Mpc(Controller):
             return self.guard({}, None, None)
         fc = self.forecaster.forecast(now, self.hours)
         stays = known_stays(sim.fleet, now, now + pd.Timedelta(hours=self.hours))
-        res = self.planner.plan(now, fc.pv_kw, fc.load_kw, state, stays=stays)
+        res = self.planner.plan(now, fc.pv_kw, fc.load_kw, state, stays=stays,
+                                peak_uplift_kw=self.peak_uplift_kw(now, fc.load_kw.index))
         self.plans += 1
         self.fallbacks += res.outcome.fallback
         planned = plan_flows(self.cfg, res.schedule.iloc[:1], res.assignment.iloc[:1])(0)
@@ -213,6 +215,19 @@ class Mpc(Controller):
         net = (fc.load_kw - fc.pv_kw).to_numpy(dtype=float)[:int(round(REFILL_HOURS / sim.span.dt_h))]
         return self.guard(planned, res.outcome.peak_in(str(self.months[t])), None if reserve is None else float(reserve[0]),
                           net)
+
+    def peak_uplift_kw(self, now: pd.Timestamp, index: pd.DatetimeIndex) -> pd.Series | None:
+        """The daemon's allowance above the forecast for the later demand windows (``planner.peak_quantile_pct``):
+        the error quantile from the weeks before, refreshed once a local day [kW]; None when off."""
+        pct = self.cfg.planner.peak_quantile_pct
+        if pct is None:
+            return None
+        day = now.tz_convert(self.cfg.zone).date()
+        if self.error_q is None or self.error_q[0] != day:
+            from ems.forecast.uncertainty import net_error_quantile
+            self.error_q = (day, net_error_quantile(self.forecaster, now, pct, self.hours))
+        q = self.error_q[1]
+        return None if q is None else pd.Series(q.uplift_kw(now, index, self.cfg.zone), index=index)
 
     def guard(self, planned: dict[int, Flow], plan_peak_kw: float | None, planned_reserve_kwh: float | None,
               expected_net_kw: np.ndarray | None = None) -> dict[int, Flow]:

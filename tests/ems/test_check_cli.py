@@ -22,5 +22,5 @@ def test_broken_config_exit_2_with_line(configs_dir, tmp_path, capsys):
     bad.write_text(text)
     assert main(["check", str(bad)]) == 2
     err = capsys.readouterr().err
-    line = next(i for i, l in enumerate(text.splitlines(), 1) if "import_limit_kwh" in l)
+    line = next(i for i, row in enumerate(text.splitlines(), 1) if "import_limit_kwh" in row)
     assert f"office.yaml:{line}: grid.import_limit_kwh: unknown key; did you mean 'import_limit_kw'?" in err

@@ -53,7 +53,7 @@ def edited(old: str, new: str, text: str = BASE) -> str:
 
 def line(text: str, needle: str) -> int:
     """1-based line of the first line containing ``needle``."""
-    return next(i for i, l in enumerate(text.splitlines(), 1) if needle in l)
+    return next(i for i, row in enumerate(text.splitlines(), 1) if needle in row)
 
 
 def test_the_base_file_is_valid(tmp_path):

@@ -258,3 +258,22 @@ def test_drivers_energy_is_priced_and_an_energy_neutral_car_leaves_with_what_it_
         left = s.loc[leave, f"{v.id}_soc_kwh"] + (0.95 * ch - dis / 0.95) * 0.5
         assert left >= arrived[v.id] - 1e-6
     assert neutral.outcome.peak_kw >= free.outcome.peak_kw - 1e-6   # neutrality costs peak shaving
+
+
+def test_peak_uplift_prices_the_later_windows_only(configs):
+    """The error quantile is added to the demand windows after the current one, as if metered:
+    the plan holds its peak against that load; the current window and the energy bill are untouched."""
+    cfg = configs["office-v2b"]
+    start = pd.Timestamp("2024-07-09 10:00", tz=TOKYO)
+    idx = plan_index(cfg, start, 24)
+    state = full_state(cfg, 70.0)
+    up = np.full(len(idx), 2.0)
+    plain, lifted = demand_spec(cfg, idx, state), demand_spec(cfg, idx, state, up)
+    assert lifted.window_pre_kwh[0] == plain.window_pre_kwh[0]
+    np.testing.assert_allclose(lifted.window_pre_kwh[1:] - plain.window_pre_kwh[1:], 2.0 * 0.5)
+    load = series("2024-07-09 10:00", 24, 30, [40.0] * 8 + [60.0] * 6 + [40.0] * 34)
+    pv = series("2024-07-09 10:00", 24, 30, 0.0)
+    a = plan_site(cfg, start, pv, load, state, hours=24)
+    b = plan_site(cfg, start, pv, load, state, hours=24, peak_uplift_kw=pd.Series(up, index=idx))
+    assert b.outcome.peak_in("2024-07") >= a.outcome.peak_in("2024-07") - 1e-6
+    assert b.outcome.energy_cost == pytest.approx(a.outcome.energy_cost, rel=0.05)

@@ -139,7 +139,7 @@ def test_tariff_error_names_line_key_value_and_rule(tmp_path, case):
     assert old in GOOD
     text = GOOD.replace(old, new, 1)
     path = tariff_text(tmp_path, text)
-    number = next(i for i, l in enumerate(text.splitlines(), 1) if needle in l)
+    number = next(i for i, row in enumerate(text.splitlines(), 1) if needle in row)
     with pytest.raises(ConfigError, match=re.escape(message.format(line=f"{path}:{number}"))):
         load_tariff(path)
 
