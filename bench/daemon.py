@@ -81,7 +81,8 @@ def day(site: str, speed: float, tmp: Path, solver_process: bool = False) -> dic
             return svc.daemon, time.perf_counter() - wall
     d, wall = asyncio.run(run())
     s = d.stats
-    return {"site": site, "solver": "process" if solver_process else "thread", "speed": speed, "dispatch_interval_s": d.dispatch_interval_s, "wall_s": round(wall, 2),
+    return {"site": site, "solver": "process" if solver_process else "thread", "speed": speed,
+            "dispatch_interval_s": d.dispatch_interval_s, "wall_s": round(wall, 2),
             "plans": s.plans, "plans_per_s": round(s.plans / wall, 2),
             "plan_s_median": round(statistics.median(s.plan_seconds), 3), "ticks": s.ticks,
             "ticks_expected": int(86400 / d.dispatch_interval_s), "skipped_jobs": s.skipped_jobs,

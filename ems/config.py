@@ -510,7 +510,8 @@ def summary(cfg: SiteConfig) -> str:
         f"vehicle export {'allowed' if cfg.grid.vehicle_export_allowed else 'not allowed'}",
         f"  tariff: {cfg.tariff.name} ({cfg.tariff.describe_basic()})",
         f"  PV: {len(cfg.pv)} array(s), {pv:g} kWp",
-        "  chargers: " + (", ".join(f"{c.id} {c.max_charge_kw:g}/{c.max_discharge_kw:g} kW ({c.adapter.kind})" for c in cfg.chargers) or "none"),
+        "  chargers: " + (", ".join(f"{c.id} {c.max_charge_kw:g}/{c.max_discharge_kw:g} kW ({c.adapter.kind})"
+                                    for c in cfg.chargers) or "none"),
         f"  meter: {meter_summary(cfg)}",
         "  vehicles: " + (", ".join(f"{v.id} {v.capacity_kwh:g} kWh, {len(v.windows)} window(s), " + (
             f"driver's, settled at {v.energy_price_per_kwh:g}/kWh" if v.owner == "driver" else "the site's")

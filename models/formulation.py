@@ -143,7 +143,8 @@ def param_values(problem: PlanProblem, req: Requirements, soft: frozenset[str] =
         pen = soft_penalties(problem)
         vals.update({f"pen_{f}": pen[f] for f in SOFT_FAMILIES})
         vals["soft_min"] = np.array([np.full(problem.n_steps + 1, v.min_kwh) for v in problem.vehicles]).reshape(plugged.shape[0], -1)
-        vals["soft_target"] = np.array([np.fmin(v.target_kwh, req.soc_ub[i]) for i, v in enumerate(problem.vehicles)]).reshape(plugged.shape[0], -1)
+        vals["soft_target"] = np.array([np.fmin(v.target_kwh, req.soc_ub[i])
+                                        for i, v in enumerate(problem.vehicles)]).reshape(plugged.shape[0], -1)
         vals["soft_final"] = np.array([v.soc0_kwh for v in problem.vehicles])
     return vals
 

@@ -60,7 +60,8 @@ class Requirements:
     - ``lb_min`` (V x T+1): minimum SOC, ramped where a car is below it (see module docstring);
     - ``target`` (V x T+1): departure target capped at reach, NaN where none;
     - ``final`` (V): required final SOC capped at reach, NaN when not required;
-    - ``soc_ub`` (V x T+1): ceiling, equal to the known SOC where it is known; ``fixed`` (V x T+1): known SOC (start, arrivals), NaN elsewhere;
+    - ``soc_ub`` (V x T+1): ceiling, equal to the known SOC where it is known; ``fixed`` (V x T+1):
+      known SOC (start, arrivals), NaN elsewhere;
     - ``reach`` (V x T+1): most energy each car can hold; ``reserve_kwh`` (T): reserve, capped at
       what the plugged-in cars can hold in hard mode; ``reserve_want`` (T): the uncapped reserve;
     - ``findings``: requirements that cannot be met, in words.

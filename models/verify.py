@@ -80,7 +80,8 @@ def _bounds(problem: PlanProblem, v: Values, import_soft: bool) -> list[str]:
         if x.size and (np.any(x < -TOL_KW) or np.any(x > cap + TOL_KW)):
             idx = np.unravel_index(int(np.argmax(np.maximum(-x, x - cap))), x.shape)
             t = int(idx[-1])
-            out.append(f"step {problem.label(t)}: {name} {float(x[idx]):.4f} kW outside 0..{float(np.broadcast_to(cap, x.shape)[idx]):.4f} kW")
+            limit = float(np.broadcast_to(cap, x.shape)[idx])
+            out.append(f"step {problem.label(t)}: {name} {float(x[idx]):.4f} kW outside 0..{limit:.4f} kW")
     if not problem.vehicle_export_allowed:
         bad = np.flatnonzero(v.exp + v.curt > problem.pv_kw + TOL_KW)
         if bad.size:

@@ -290,8 +290,10 @@ def headline_lines(o: Outcome, currency: str, period: str = "this run") -> list[
                f"the drivers paid the site {-o.settlement:,.0f} {cur} for {-o.settlement_kwh:.1f} kWh their cars gained")
         lines.append(f"    drivers' settlement (the drivers' money, {period}): {who} on balance, at {price} {cur}/kWh")
     lines.append(f"  against unmanaged charging instead (the site's bill; the same energy into the cars, so the same settlement): "
-                 f"{abs(o.unmanaged_contract_kw - o.contract_kw):.2f} kW {_more_less(o.unmanaged_contract_kw - o.contract_kw, 'lower', 'higher')}, "
-                 f"{abs(o.demand_saving_per_month):,.0f} {cur}/month of basic charge {'saved' if o.demand_saving_per_month >= 0 else 'more'}, "
+                 f"{abs(o.unmanaged_contract_kw - o.contract_kw):.2f} kW "
+                 f"{_more_less(o.unmanaged_contract_kw - o.contract_kw, 'lower', 'higher')}, "
+                 f"{abs(o.demand_saving_per_month):,.0f} {cur}/month of basic charge "
+                 f"{'saved' if o.demand_saving_per_month >= 0 else 'more'}, "
                  f"{abs(o.energy_saving):,.0f} {cur} {'saved' if o.energy_saving >= 0 else 'more'} on energy {period}")
     return lines
 

@@ -81,7 +81,8 @@ def replay(forecaster: SiteForecaster, horizon_hours: float = 48.0, stride_hours
     """Run every origin; return the replays of ``load`` and ``pv`` and timing facts."""
     h = forecaster.history
     if h.step != forecaster.step:
-        raise DataError(Problem("history", None, "timestamp", str(h.step), f"backtest needs the history at the plan step ({forecaster.step})"))
+        raise DataError(Problem("history", None, "timestamp", str(h.step),
+                                f"backtest needs the history at the plan step ({forecaster.step})"))
     starts = origins(forecaster, horizon_hours, stride_hours, warmup_days)
     n = int(round(horizon_hours * 3600 / h.step.total_seconds()))
     per_day = int(pd.Timedelta(days=1) / h.step)
@@ -166,7 +167,8 @@ def format_table(result: dict) -> str:
             continue
         s = result[key]
         lines.append(f"\n{key.upper()} (normalised by {s['normaliser_kw']:.3f} kW)")
-        lines.append(f"{'lead':>8} {'MAE kW':>8} {'RMSE kW':>8} {'nMAE':>7} {'pers MAE':>9} {'clim MAE':>9} {'skill/pers':>10} {'skill/clim':>10}")
+        lines.append(f"{'lead':>8} {'MAE kW':>8} {'RMSE kW':>8} {'nMAE':>7} {'pers MAE':>9} {'clim MAE':>9} "
+                     f"{'skill/pers':>10} {'skill/clim':>10}")
         for name, b in [*s["by_lead_bin"].items(), ("0-48h", s["overall"])]:
             f = b["forecast"]
             lines.append(f"{name:>8} {f['mae_kw']:8.3f} {f['rmse_kw']:8.3f} {f['nmae']:7.3f} {b['persistence']['mae_kw']:9.3f} "

@@ -122,7 +122,8 @@ class SiteForecaster:
         h = self.history
         if h.step > self.step:
             if h.step % self.step:
-                raise DataError(Problem(where, None, "timestamp", str(h.step), f"the history step must be a multiple of the plan step {self.step}"))
+                raise DataError(Problem(where, None, "timestamp", str(h.step),
+                                        f"the history step must be a multiple of the plan step {self.step}"))
         elif self.step % h.step:
             raise DataError(Problem(where, None, "timestamp", str(h.step), f"the history step must divide the plan step {self.step}"))
         self.weather = weather

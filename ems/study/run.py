@@ -31,7 +31,9 @@ from ems.tariff import load_tariff
 @dataclass(frozen=True)
 class Scenario:
     """One simulation: a site config and its data, a tariff (None: the config's own), a strategy,
-    the seed of drawn vehicle stays (None: the configured windows), whether to fill data gaps."""
+    the seed of drawn vehicle stays (None: the configured windows), whether to fill data gaps, and
+    the weather forecast ``mpc`` is given (None: none; ``noisy`` with ``weather_seed``; or a recorded
+    forecast CSV; ``weather_actual``: the actual weather CSV, see :mod:`ems.study.weather`)."""
 
     config: str
     data: str
@@ -39,6 +41,9 @@ class Scenario:
     strategy: str
     seed: int | None = None
     fill_gaps: bool = False
+    weather_forecast: str | None = None
+    weather_seed: int | None = None
+    weather_actual: str | None = None
 
     @property
     def key(self) -> str:
@@ -120,8 +125,13 @@ def run_scenario(sc: Scenario, progress: Callable[[int], None] | None = None) ->
     sim = SiteSim(cfg, span, fleet, initial_soc_kwh(cfg))
     forecaster = None
     if sc.strategy == "mpc":
-        from ems.forecast.site import SiteForecaster
-        forecaster = SiteForecaster(cfg, history=mpc_history(cfg, span))
+        if sc.weather_forecast is None:
+            from ems.forecast.site import SiteForecaster
+            forecaster = SiteForecaster(cfg, history=mpc_history(cfg, span))
+        else:
+            from ems.study.weather import weather_forecaster
+            forecaster = weather_forecaster(cfg, mpc_history(cfg, span), span.index, span.end, sc.weather_forecast,
+                                            sc.weather_seed, sc.weather_actual)
     ctl = controller(sc.strategy, cfg, sim, forecaster)
     T = len(span.index)
     for t in range(T):
@@ -155,11 +165,14 @@ def run_scenario(sc: Scenario, progress: Callable[[int], None] | None = None) ->
     if isinstance(ctl, Mpc):
         figures.update(plans=ctl.plans, plan_fallbacks=ctl.fallbacks, steps_without_forecast=ctl.unplanned,
                        peaks_set_by_refill=peaks_set_by_refill(cfg, span, rec.import_kw, ctl.refill_steps))
+        if sc.weather_forecast is not None:
+            figures["weather_forecast"] = forecaster.describe
     if isinstance(ctl, Oracle):
         figures.update(plans=ctl.outcome.months, plan_fallbacks=int(ctl.outcome.fallback),
                        plan_bill=float(ctl.outcome.bill_cost))
-    return ScenarioResult(sc, span.index, fleet.ids, tuple(v.capacity_kwh for v in cfg.vehicles), span.load_kw, span.pv_kw, rec.import_kw, rec.export_kw,
-                          rec.curtail_kw, rec.charge_kw, rec.discharge_kw, rec.soc_kwh, bill, hours, figures, fleet.plugged)
+    return ScenarioResult(sc, span.index, fleet.ids, tuple(v.capacity_kwh for v in cfg.vehicles), span.load_kw, span.pv_kw,
+                          rec.import_kw, rec.export_kw, rec.curtail_kw, rec.charge_kw, rec.discharge_kw, rec.soc_kwh, bill,
+                          hours, figures, fleet.plugged)
 
 
 def mpc_history(cfg: SiteConfig, span: Span) -> pd.DataFrame:
@@ -236,13 +249,19 @@ def reserve_breaches(cfg: SiteConfig, span: Span, sim: SiteSim) -> int:
 # ----- executing many ---------------------------------------------------------------------------
 
 def scenarios(sites: Sequence[tuple[str, str]], tariffs: Sequence[str | None], strategies: Sequence[str],
-              seed: int | None = None, fill_gaps: bool = False) -> list[Scenario]:
-    """Every (site config, data) x tariff x strategy; strategies checked against STRATEGIES."""
+              seed: int | None = None, fill_gaps: bool = False, weather_forecast: str | None = None,
+              weather_seed: int | None = None, weather_actual: str | None = None) -> list[Scenario]:
+    """Every (site config, data) x tariff x strategy; strategies checked against STRATEGIES, the
+    weather forecast options by :func:`ems.study.weather.check_option`."""
     bad = [s for s in strategies if s not in STRATEGIES]
     if bad or not strategies:
         raise ConfigError(Problem("--strategy", None, "strategy", ",".join(strategies),
                                   f"unknown strategy {bad}; give a comma-separated list of {list(STRATEGIES)}"))
-    return [Scenario(c, d, t, s, seed, fill_gaps) for c, d in sites for t in (tariffs or [None]) for s in strategies]
+    if weather_forecast is not None or weather_actual is not None:
+        from ems.study.weather import check_option
+        check_option(weather_forecast, weather_seed, weather_actual)
+    return [Scenario(c, d, t, s, seed, fill_gaps, weather_forecast, weather_seed, weather_actual)
+            for c, d in sites for t in (tariffs or [None]) for s in strategies]
 
 
 def execute(items: Sequence[Scenario], workers: int = 1, scheduler: str | object | None = None,

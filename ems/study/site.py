@@ -161,9 +161,11 @@ def draw_stays(vehicle: Vehicle, configured: list[Stay], rng: np.random.Generato
     ``charge_kw`` is made feasible by arriving with more energy (a driver would top up on the way):
     a study measures control, not impossible stays.
     """
+    def shift() -> pd.Timedelta:
+        return pd.Timedelta(minutes=5 * int(rng.integers(-jitter_minutes // 5, jitter_minutes // 5 + 1)))
+
     out: list[Stay] = []
     for s in configured:
-        shift = lambda: pd.Timedelta(minutes=5 * int(rng.integers(-jitter_minutes // 5, jitter_minutes // 5 + 1)))
         arrive, depart = s.arrive + shift(), s.depart + shift()
         if depart - arrive < pd.Timedelta(hours=1):
             arrive, depart = s.arrive, s.depart

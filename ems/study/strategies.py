@@ -174,9 +174,9 @@ class Mpc(Controller):
         self.months = cfg.tariff.months(sim.span.index)
         self.plans = 0
         self.fallbacks = 0
-        self.unplanned = 0
+        self.unplanned = 0                  # steps without a forecast (warm-up): dispatch's no-plan rule
         self.refill_steps: list[int] = []   # steps where the guard kept charging drivers needed over the target
-        self.error_q = None                 # (local day, NetErrorQuantile or None) for planner.peak_quantile_pct   # steps without a forecast (warm-up): dispatch's no-plan rule
+        self.error_q = None                 # (local day, NetErrorQuantile or None) for planner.peak_quantile_pct
 
     def state(self) -> SiteState:
         """What the daemon would know now: SOCs, this month's metered peak and import, the past peaks."""

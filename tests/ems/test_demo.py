@@ -174,11 +174,14 @@ def test_ems_demo_prints_the_checks_the_bill_and_the_daemon_day(capsys):
     # then the money for the month, each part named by whose it is, adding up
     money = re.fullmatch(r"  JPY per month for the site, net of the drivers' settlement: ([-\d,]+) JPY against the building alone, made of",
                          lines[head + 2])
-    basic = re.fullmatch(r"    basic charge \(the site's bill, for the month\): ([\d.]+) kW lower x ([\d,.]+) JPY/kW-month = ([\d,]+) JPY saved",
+    basic = re.fullmatch(r"    basic charge \(the site's bill, for the month\): ([\d.]+) kW lower x ([\d,.]+) JPY/kW-month "
+                         r"= ([\d,]+) JPY saved",
                          lines[head + 3])
-    energy = re.fullmatch(r"    energy \(the site's bill, this day\): [\d,]+ JPY with the EMS, [\d,]+ for the building alone: ([\d,]+) JPY (saved|more.*)",
+    energy = re.fullmatch(r"    energy \(the site's bill, this day\): [\d,]+ JPY with the EMS, [\d,]+ for the building alone: "
+                          r"([\d,]+) JPY (saved|more.*)",
                           lines[head + 4])
-    settle = re.fullmatch(r"    drivers' settlement \(the drivers' money, this day\): (the site paid the drivers|the drivers paid the site) "
+    settle = re.fullmatch(r"    drivers' settlement \(the drivers' money, this day\): "
+                          r"(the site paid the drivers|the drivers paid the site) "
                           r"([\d,]+) JPY for ([\d.]+) kWh .* on balance, at 40 JPY/kWh", lines[head + 5])
     assert money and basic and energy and settle, lines[head + 2:head + 6]
     assert number(basic.group(2)) == load_site(OFFICE).tariff.basic.rate_per_kw_month
