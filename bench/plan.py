@@ -3,11 +3,15 @@
 - home (configs/home-v2h.yaml, one unit) on the shipped household year (ems/data), and office
   (configs/office-v2b.yaml, three units) on configs/data/office-2024-30min.csv (demandlib G1 load,
   pvlib PV): 48 h at 30 and at 15 minutes, a receding horizon moved one step per re-plan with a
-  persistent Planner (default interface); build (problem data + model build or parameter update)
-  and solve separately; the total through the persistent pyomo appsi_highs model beside it;
+  persistent Planner (default interface: the HiGHS model kept and updated in place, its LP
+  hot-started); build (problem data + model build or in-place update) and solve separately, their
+  total (median and p90), the whole ``Planner.plan`` call (``wall``) and its split (problem data,
+  model, solve, rest: verification and the result's DataFrames); the same with a fresh model
+  built for every re-plan (``fresh_build``) and the total through the persistent pyomo
+  appsi_highs model beside it;
 - office 48 h/30 min through each interface: highs_direct (the default: HiGHS matrix built with
-  numpy, no pyomo), both pyomo interfaces (appsi_highs, contrib 'highs') persistent and without
-  persistence;
+  numpy, no pyomo) persistent and fresh, both pyomo interfaces (appsi_highs, contrib 'highs')
+  persistent and without persistence;
 - the ratio of the planner's build+solve to the bare matrix model's build and LP solve alone (no
   problem data, no result checks);
 - one year of perfect foresight for the office (12 monthly problems chained through SOC and the
@@ -55,21 +59,79 @@ def with_step(cfg, minutes: int):
     return cfg.model_copy(update={"planner": cfg.planner.model_copy(update={"step_minutes": minutes})})
 
 
-def replans(cfg, data: pd.DataFrame, start: str, n: int, state: SiteState, **opts) -> dict:
-    """Median build and solve seconds over ``n`` consecutive re-plans (the first, which builds, excluded)."""
-    planner = Planner(cfg, solve_options(cfg, **opts))
+def _med(xs: list[float]) -> float:
+    return round(statistics.median(xs), 4)
+
+
+def _p90(xs: list[float]) -> float:
+    return round(statistics.quantiles(xs, n=10, method="inclusive")[-1], 4)
+
+
+class _Timed:
+    """A Planner whose session reports the model build/update seconds of each plan."""
+
+    def __init__(self, cfg, **opts):
+        self.planner = Planner(cfg, solve_options(cfg, **opts))
+        self.model_s = 0.0
+        solve = self.planner.session.solve
+
+        def timed(*args, **kwargs):
+            sol = solve(*args, **kwargs)
+            self.model_s += sol.build_seconds
+            return sol
+
+        self.planner.session.solve = timed
+        self.rows: list[dict] = []
+        self.methods: set[str] = set()
+
+    def plan(self, at: pd.Timestamp, data: pd.DataFrame, state: SiteState, keep: bool) -> None:
+        self.model_s = 0.0
+        w = time.perf_counter()
+        res = self.planner.plan(at, data["pv_kw"], data["load_kw"], state)
+        wall = time.perf_counter() - w
+        summ = res.summary
+        b, s = summ["build_seconds"], summ["solve_seconds"]
+        if keep:
+            self.rows.append({"build": b, "solve": s, "total": b + s, "wall": wall, "problem": b - self.model_s,
+                              "model": self.model_s, "rest": wall - b - s})
+        self.methods.add(summ["method"])
+
+    def figures(self) -> dict:
+        col = {k: [r[k] for r in self.rows] for k in self.rows[0]}
+        session = self.planner.session
+        return {"build_s": _med(col["build"]), "solve_s": _med(col["solve"]), "total_s": _med(col["total"]),
+                "p90_total_s": _p90(col["total"]), "wall_s": _med(col["wall"]), "p90_wall_s": _p90(col["wall"]),
+                "split_s": {k: _med(col[k]) for k in ("problem", "model", "solve", "rest")},
+                "methods": sorted(self.methods), "rebuilds": session.rebuilds, "updates": session.updates}
+
+
+def _med(xs: list[float]) -> float:
+    return round(statistics.median(xs), 4)
+
+
+def _p90(xs: list[float]) -> float:
+    return round(statistics.quantiles(xs, n=10, method="inclusive")[-1], 4)
+
+
+def compare(cfg, data: pd.DataFrame, start: str, n: int, state: SiteState, variants: dict[str, dict]) -> dict[str, dict]:
+    """Seconds per re-plan over ``n`` consecutive re-plans (the first, which builds, excluded), for
+    each variant of the solve options (a Planner each, their re-plans interleaved so that load on
+    the machine hits all alike): medians of build (problem data + model build/update) and solve,
+    their total (median and p90), and the split of the whole ``Planner.plan`` call (``wall``):
+    problem data and requirements, model build or in-place update, solve, and the rest
+    (verification, costs, DataFrames)."""
+    planners = {name: _Timed(cfg, **opts) for name, opts in variants.items()}
     t0 = pd.Timestamp(start, tz="Asia/Tokyo")
     step = pd.Timedelta(minutes=cfg.planner.step_minutes)
-    builds, solves, methods = [], [], set()
     for i in range(n + 1):
-        res = planner.plan(t0 + i * step, data["pv_kw"], data["load_kw"], state)
-        if i:
-            builds.append(res.summary["build_seconds"])
-            solves.append(res.summary["solve_seconds"])
-        methods.add(res.summary["method"])
-    b, s = statistics.median(builds), statistics.median(solves)
-    return {"build_s": round(b, 4), "solve_s": round(s, 4), "total_s": round(b + s, 4), "methods": sorted(methods),
-            "rebuilds": planner.session.rebuilds}
+        for p in planners.values():
+            p.plan(t0 + i * step, data, state, keep=i > 0)
+    return {name: p.figures() for name, p in planners.items()}
+
+
+def replans(cfg, data: pd.DataFrame, start: str, n: int, state: SiteState, **opts) -> dict:
+    """:func:`compare` of one variant."""
+    return compare(cfg, data, start, n, state, {"one": opts})["one"]
 
 
 def direct_ratio(cfg, data: pd.DataFrame, start: str, n: int, state: SiteState, ours_total: float) -> dict:
@@ -100,17 +162,22 @@ def main() -> int:
         "home": (home_cfg, home_data, "2024-06-03 17:00", home_state),
         "office": (office_cfg, office_data, "2024-06-03 06:00", office_state),
     }
-    out: dict = {"replans": n, "note": "seconds are medians per re-plan; build = problem data + model build/update"}
+    out: dict = {"replans": n, "note": "seconds per re-plan, medians unless p90; build = problem data + model "
+                 "build/update; wall = the whole Planner.plan call; fresh_build: a new model for every re-plan"}
     for name, (cfg, data, start, state) in cases.items():
         for minutes in (30, 15):
             c = with_step(cfg, minutes)
             key = f"{name}_48h_{minutes}min"
-            out[key] = replans(c, data, start, n, state)
+            both = compare(c, data, start, n, state, {"persistent": {}, "fresh": {"persistent": False}})
+            out[key] = both["persistent"]
+            out[key]["fresh_build"] = {k: both["fresh"][k] for k in ("total_s", "p90_total_s", "wall_s", "p90_wall_s",
+                                                                     "split_s", "methods")}
             out[key]["appsi_highs_total_s"] = replans(c, data, start, n, state, interface="appsi_highs")["total_s"]
             out[key].update(direct_ratio(c, data, start, min(n, 10), state, out[key]["total_s"]))
     cfg, data, start, state = cases["office"]
     out["office_48h_30min_interfaces"] = {
         "highs_direct": replans(cfg, data, start, n, state, interface="highs_direct"),
+        "highs_direct_fresh_build": replans(cfg, data, start, n, state, interface="highs_direct", persistent=False),
         "appsi_highs_persistent": replans(cfg, data, start, n, state, interface="appsi_highs"),
         "contrib_highs_persistent": replans(cfg, data, start, n, state, interface="highs"),
         "appsi_highs_fresh_build": replans(cfg, data, start, n, state, interface="appsi_highs", persistent=False),

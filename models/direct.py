@@ -13,20 +13,24 @@ Each builder adds *named blocks*: ``MatrixModel.cols[name]`` holds the column in
 like the index of the pyomo component of that name (``imp`` (T), ``ch`` (P x T), ``soc`` (V x T+1),
 ``soc_step`` (V x T), ...). Where that index is not a full product of sets, ``MatrixModel.index``
 gives its leading members (the chargers of ``charger_turn``, the (billed month, horizon month)
-pairs of ``ratchet``, the (vehicle, boundary) pairs of ``target_soft`` and ``tgt_short``, ...), so
-a persistent model can later change the bounds of one family in place.
+pairs of ``ratchet``, the (vehicle, boundary) pairs of ``target_soft`` and ``tgt_short``, ...).
+
+:func:`collect` runs the builders into flat arrays (:class:`Arrays`), :func:`build` hands them to a
+new HiGHS instance, and :meth:`MatrixModel.update` writes the arrays of the next problem of the same
+pattern into a built model in place (what invalidates a model, the warm start and the big-M sizes:
+``models/README.md``).
 
 Indices and units as in :mod:`models.formulation`: steps t (0..T-1), boundaries k (0..T), pairs p,
 vehicles v; kW, kWh, hours, currency.
 
 Used three ways: the ``highs_direct`` interface of :class:`models.solve.Session` (the default)
-solves every plan with it, hard or soft (a numpy build is several times cheaper than updating a
-persistent pyomo model); property tests check that it and the pyomo model give the same optimum;
-``bench/plan.py`` compares the two.
+solves every plan with it, hard or soft, keeping the built models between re-plans; property tests
+check that it and the pyomo model give the same optimum; ``bench/plan.py`` compares the two.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -57,6 +61,16 @@ def quiet_highs() -> highspy.Highs:
     return h
 
 
+def _flat(x: Any, shape: tuple[int, ...]) -> np.ndarray:
+    """``x`` (a number or an array) broadcast to ``shape`` and flattened, as floats."""
+    a = np.asarray(x, dtype=float)
+    if a.shape == shape:
+        return a.reshape(-1)
+    if a.ndim == 0:
+        return np.full(math.prod(shape), float(a))
+    return np.broadcast_to(a, shape).reshape(-1)
+
+
 class _Matrix:
     """A model under construction: named blocks of columns (bounds, integrality, cost) and of rows
     (bounds, coefficient triplets), collected as numpy arrays and handed to HiGHS at the end."""
@@ -75,59 +89,95 @@ class _Matrix:
         self.cols: dict[str, np.ndarray] = {}
         self.rows: dict[str, np.ndarray] = {}
         self.index: dict[str, tuple[np.ndarray, ...]] = {}
+        self.soft: frozenset[str] = frozenset()
+        self.arrays: Arrays | None = None  # set by finish() in collect()
 
     def var(self, name: str, shape: tuple[int, ...], lb: Any, ub: Any, integer: bool = False) -> np.ndarray:
         """New columns ``name`` shaped ``shape`` with lb <= x <= ub (broadcast); returns their indices."""
-        size = int(np.prod(shape))
+        size = math.prod(shape)
         idx = np.arange(self.n, self.n + size).reshape(shape)
         self.n += size
-        self._lb.append(np.broadcast_to(np.asarray(lb, float), shape).ravel())
-        self._ub.append(np.broadcast_to(np.asarray(ub, float), shape).ravel())
+        self._lb.append(_flat(lb, shape))
+        self._ub.append(_flat(ub, shape))
         self._integer.append(np.full(size, integer))
         self.cols[name] = idx
         return idx
 
     def con(self, name: str, shape: tuple[int, ...], lo: Any, hi: Any) -> np.ndarray:
         """New rows ``name`` shaped ``shape`` with lo <= a x <= hi (broadcast); returns their indices."""
-        size = int(np.prod(shape))
+        size = math.prod(shape)
         idx = np.arange(self.m, self.m + size).reshape(shape)
         self.m += size
-        self._rlo.append(np.broadcast_to(np.asarray(lo, float), shape).ravel())
-        self._rhi.append(np.broadcast_to(np.asarray(hi, float), shape).ravel())
+        self._rlo.append(_flat(lo, shape))
+        self._rhi.append(_flat(hi, shape))
         self.rows[name] = idx
         return idx
 
     def add(self, rows: np.ndarray, cols: np.ndarray, coef: Any) -> None:
-        """Coefficients ``coef`` of columns ``cols`` in rows ``rows`` (arrays broadcast together)."""
-        r, c, v = np.broadcast_arrays(np.asarray(rows), np.asarray(cols), np.asarray(coef, float))
-        self._trip.append((r.ravel(), c.ravel(), v.ravel()))
+        """Coefficients ``coef`` of columns ``cols`` in rows ``rows`` (``rows`` and ``cols`` broadcast
+        together, ``coef`` to their shape)."""
+        r, c = np.asarray(rows), np.asarray(cols)
+        if r.shape != c.shape:
+            r, c = np.broadcast_arrays(r, c)
+        self._trip.append((r.reshape(-1), c.reshape(-1), _flat(coef, r.shape)))
 
     def cost(self, cols: np.ndarray, price: Any) -> None:
         """Objective coefficients ``price`` of columns ``cols`` (broadcast; columns not priced cost 0)."""
-        self._costs.append((np.asarray(cols).ravel(), np.broadcast_to(np.asarray(price, float), np.shape(cols)).ravel()))
+        self._costs.append((np.asarray(cols).reshape(-1), _flat(price, np.shape(cols))))
 
     def set_ub(self, cols: np.ndarray, ub: Any) -> None:
         """Replace the upper bound of existing columns ``cols`` (broadcast)."""
-        self._upper.append((np.asarray(cols).ravel(), np.broadcast_to(np.asarray(ub, float), np.shape(cols)).ravel()))
+        self._upper.append((np.asarray(cols).reshape(-1), _flat(ub, np.shape(cols))))
 
-    def highs(self, offset: float) -> highspy.Highs:
-        """The collected model, objective constant ``offset`` [currency], in a new HiGHS instance."""
-        h = quiet_highs()
+    def finish(self, offset: float) -> Arrays:
+        """The collected model as flat arrays, objective constant ``offset`` [currency]."""
         cost, ub = np.zeros(self.n), np.concatenate(self._ub)
         for cols, price in self._costs:
             cost[cols] = price
         for cols, val in self._upper:
             ub[cols] = val
-        h.addCols(self.n, cost, np.concatenate(self._lb), ub, 0, np.array([], np.int32), np.array([], np.int32), np.array([]))
         r, c, v = (np.concatenate([t[i] for t in self._trip]) for i in range(3))
-        a = sparse.csr_matrix((v, (r, c)), shape=(self.m, self.n))
-        h.addRows(self.m, np.concatenate(self._rlo), np.concatenate(self._rhi), a.nnz,
-                  a.indptr.astype(np.int32), a.indices.astype(np.int32), a.data)
-        ints = np.flatnonzero(np.concatenate(self._integer)).astype(np.int32)
+        return Arrays(cost, np.concatenate(self._lb), ub, np.concatenate(self._integer), np.concatenate(self._rlo),
+                      np.concatenate(self._rhi), r, c, v, float(offset))
+
+
+@dataclass
+class Arrays:
+    """Every number of a model, flat: column costs, bounds and integrality, row bounds, the
+    coefficients as triplets (row ``r``, column ``c``, value ``v``, in the builders' order) and
+    the objective constant. ``integer``, ``r`` and ``c`` (with the sizes) are the model's
+    *pattern*: two models with the same pattern differ only in numbers HiGHS can change in place."""
+
+    cost: np.ndarray
+    lb: np.ndarray
+    ub: np.ndarray
+    integer: np.ndarray
+    rlo: np.ndarray
+    rhi: np.ndarray
+    r: np.ndarray
+    c: np.ndarray
+    v: np.ndarray
+    offset: float
+
+    def same_pattern(self, other: Arrays) -> bool:
+        """Whether ``other`` has the same columns, rows, integrality and coefficient positions."""
+        return (self.cost.size == other.cost.size and self.rlo.size == other.rlo.size and self.r.size == other.r.size
+                and np.array_equal(self.r, other.r) and np.array_equal(self.c, other.c)
+                and np.array_equal(self.integer, other.integer))
+
+    def highs(self) -> tuple[highspy.Highs, bool]:
+        """A new HiGHS instance holding the model, and whether two triplets share a position
+        (HiGHS holds their sum; no builder writes one twice, but an update must then rebuild)."""
+        h = quiet_highs()
+        n, m = self.cost.size, self.rlo.size
+        h.addCols(n, self.cost, self.lb, self.ub, 0, np.array([], np.int32), np.array([], np.int32), np.array([]))
+        a = sparse.csr_matrix((self.v, (self.r, self.c)), shape=(m, n))
+        h.addRows(m, self.rlo, self.rhi, a.nnz, a.indptr.astype(np.int32), a.indices.astype(np.int32), a.data)
+        ints = np.flatnonzero(self.integer).astype(np.int32)
         if ints.size:
             h.changeColsIntegrality(ints.size, ints, np.full(ints.size, highspy.HighsVarType.kInteger))
-        h.changeObjectiveOffset(offset)
-        return h
+        h.changeObjectiveOffset(self.offset)
+        return h, bool(a.nnz < self.v.size)
 
 
 @dataclass
@@ -145,6 +195,41 @@ class MatrixModel:
     rows: dict[str, np.ndarray] = field(default_factory=dict)
     index: dict[str, tuple[np.ndarray, ...]] = field(default_factory=dict)
     soft: frozenset[str] = frozenset()
+    arrays: Arrays | None = None  # the numbers HiGHS holds now
+    summed: bool = False  # some coefficient is the sum of two triplets (then updates must leave them alone)
+
+    def update(self, new: _Matrix) -> bool:
+        """Make this model the collected model ``new`` (:func:`collect`) in place, if it has the same
+        pattern (:meth:`Arrays.same_pattern`): change the costs, column bounds, row bounds,
+        coefficients and objective constant that differ (HiGHS keeps its basis, so the next LP
+        starts from the last optimal one). Returns False, changing nothing, if the pattern differs;
+        raises RuntimeError if HiGHS refuses a change (the model is then unusable)."""
+        old, a = self.arrays, new.arrays
+        if old is None or a is None or not old.same_pattern(a):
+            return False
+        coef = np.flatnonzero(a.v != old.v)
+        if coef.size and self.summed:
+            return False
+        h = self.highs
+        calls = []
+        cols = np.flatnonzero(a.cost != old.cost).astype(np.int32)
+        if cols.size:
+            calls.append(h.changeColsCost(cols.size, cols, a.cost[cols]))
+        cols = np.flatnonzero((a.lb != old.lb) | (a.ub != old.ub)).astype(np.int32)
+        if cols.size:
+            calls.append(h.changeColsBounds(cols.size, cols, a.lb[cols], a.ub[cols]))
+        rows = np.flatnonzero((a.rlo != old.rlo) | (a.rhi != old.rhi)).astype(np.int32)
+        if rows.size:
+            calls.append(h.changeRowsBounds(rows.size, rows, a.rlo[rows], a.rhi[rows]))
+        for i in coef:
+            calls.append(h.changeCoeff(int(a.r[i]), int(a.c[i]), float(a.v[i])))
+        if a.offset != old.offset:
+            calls.append(h.changeObjectiveOffset(a.offset))
+        if any(c == highspy.HighsStatus.kError for c in calls):
+            raise RuntimeError("HiGHS refused an in-place change of the model")
+        self.arrays = a
+        self.cols, self.rows, self.index, self.soft = new.cols, new.rows, new.index, new.soft
+        return True
 
     def values(self, x: np.ndarray) -> Values:
         """The decisions in the column values ``x`` (a solution's ``col_value``) as arrays."""
@@ -426,11 +511,13 @@ def add_objective(m: _Matrix, problem: PlanProblem, vals: dict[str, Any]) -> flo
     return float(vals["obj_const"])
 
 
-def build(problem: PlanProblem, req: Requirements, soft: frozenset[str] = frozenset()) -> MatrixModel:
-    """The model of ``problem`` with the bounds of ``req`` and the softened families ``soft`` in a
-    new HiGHS instance (the families of :func:`models.formulation.build_model`, in its order)."""
+def collect(problem: PlanProblem, req: Requirements, soft: frozenset[str] = frozenset()) -> _Matrix:
+    """The model of ``problem`` with the bounds of ``req`` and the softened families ``soft``,
+    collected as named blocks and flat arrays (``arrays``) but not yet handed to HiGHS (the
+    families of :func:`models.formulation.build_model`, in its order)."""
     vals = param_values(problem, req, soft)
     m = _Matrix()
+    m.soft = frozenset(soft)
     add_grid(m, vals)
     add_chargers(m, problem, vals)
     add_charger_turns(m, problem)
@@ -448,8 +535,17 @@ def build(problem: PlanProblem, req: Requirements, soft: frozenset[str] = frozen
         add_blocks(m, problem, vals)
     if soft:
         add_soft(m, problem, vals, soft)
-    offset = add_objective(m, problem, vals)
-    return MatrixModel(m.highs(offset), m.cols, m.rows, m.index, frozenset(soft))
+    m.arrays = m.finish(add_objective(m, problem, vals))
+    return m
+
+
+def build(problem: PlanProblem, req: Requirements, soft: frozenset[str] = frozenset(),
+          collected: _Matrix | None = None) -> MatrixModel:
+    """The model of ``problem`` (:func:`collect`, or the already ``collected`` one) in a new HiGHS
+    instance."""
+    m = collected if collected is not None else collect(problem, req, soft)
+    h, summed = m.arrays.highs()
+    return MatrixModel(h, m.cols, m.rows, m.index, m.soft, m.arrays, summed)
 
 
 def run(h: highspy.Highs, relax: bool, mip_rel_gap: float, time_limit_s: float) -> None:

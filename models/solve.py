@@ -1,26 +1,18 @@
 """Solving the model: LP relaxation first, MILP only when the relaxation is not already integral.
 
-The fact this module is built around (measured, DESIGN.md "Real components"): HiGHS solves the LP
-relaxation of this model 50-300x faster than the MILP, and the relaxation is usually already a
-valid MILP solution. The MILP's binaries only forbid charging and discharging at once, two cars
-on one charger, one car on two chargers and (where it could pay) importing and exporting at once.
-If the relaxed flows break none of these, setting each binary to "is this flow on" gives a
-MILP-feasible point with the LP's objective, and since the LP bounds the MILP from below that
-point is a proven MILP optimum. Otherwise:
+:class:`Session` solves the LP relaxation; if its flows break no integrality rule
+(:func:`conflicts`) it is the MILP optimum (method ``lp``); else a repaired point
+(:func:`net_simultaneous`) no more expensive than the LP is (``lp+repair``); else HiGHS solves the
+MILP of the same model from that point (``milp``). Why this is exact and fast: ``models/README.md``
+("Solving").
 
-1. *repair*: where a pair charges and discharges in the same step, replace the two flows by their
-   net (same battery energy, less consumed at the bus) and take the surplus off import, unserved
-   load, extra export or extra curtailment; if the repaired point is no more expensive than the
-   LP it is optimal too;
-2. *MILP*: HiGHS branch and bound, warm-started from the (repaired) relaxed point, within the
-   time limit and relative gap.
+Two formulations of the same model reach the solver, sharing this logic (``SolveOptions.interface``):
 
-Two formulations of the same model reach the solver, sharing this logic (:class:`Session`,
-``SolveOptions.interface``):
-
-- ``highs_direct`` (the default, the production path): the model, hard or soft, built as a HiGHS
-  matrix with numpy (:mod:`models.direct`), fresh for every solve: a few ms, several times cheaper
-  than pyomo's parameter update (``bench/plan.py``); no pyomo model is built or solved;
+- ``highs_direct`` (the default, the production path): the model, hard or soft, as a HiGHS matrix
+  built with numpy (:mod:`models.direct`); a persistent session keeps the models of its last
+  ``MAX_MODELS`` patterns and updates one in place when the next problem has its pattern, the LP
+  then hot-started from the last basis (``models/README.md``, "The persistent model"); no pyomo
+  model is built or solved;
 - through pyomo (``appsi_highs``, ``highs``), the independent reference formulation
   (:mod:`models.formulation`): one persistent model per :func:`models.formulation.structure_key`
   with the solver attached to it, so a re-plan with the same shape only writes new parameter
@@ -61,8 +53,8 @@ class SolveOptions:
     ``interface``: ``"highs_direct"`` (default: every model, hard or soft, as a HiGHS matrix without
     pyomo, with a MIP start), ``"appsi_highs"`` (the pyomo reference through pyomo.contrib.appsi, MIP
     start too) or ``"highs"`` (pyomo.contrib.solver). ``lp_first=False`` always solves the MILP (for
-    comparisons). ``persistent=False`` builds a new pyomo model for every solve (``highs_direct``
-    always builds anew).
+    comparisons). ``persistent=False`` builds a new model for every solve (any interface) instead of
+    updating a kept one in place.
     """
 
     time_limit_s: float = 10.0
@@ -189,16 +181,26 @@ _FOUND = (highspy.HighsModelStatus.kOptimal, highspy.HighsModelStatus.kInfeasibl
 
 class _DirectModel:
     """The model of one problem (softened families ``soft``) as a HiGHS matrix (:mod:`models.direct`),
-    solved without pyomo."""
+    solved without pyomo; kept by a persistent :class:`Session` and updated in place for the next
+    problem of the same pattern (:meth:`reuse`)."""
 
-    def __init__(self, problem: PlanProblem, req: Requirements, soft: frozenset[str] = frozenset()):
-        self.problem = problem
-        self.matrix = direct.build(problem, req, soft)
-        self.x: np.ndarray | None = None  # column values of the last solution
+    def __init__(self, matrix: direct.MatrixModel, problem: PlanProblem):
+        self.matrix, self.problem = matrix, problem
+        self.x: np.ndarray | None = None  # column values of the last solution (of this problem)
+        self.updated = False  # whether HiGHS holds a basis from an earlier problem
+
+    def reuse(self, collected: direct._Matrix, problem: PlanProblem) -> bool:
+        """Take the numbers of ``collected`` (the model of ``problem``) in place; False if its pattern differs."""
+        if not self.matrix.update(collected):
+            return False
+        self.problem, self.x, self.updated = problem, None, True
+        return True
 
     def run(self, relax: bool, options: SolveOptions, warm: Values | None = None) -> _Run:
         """Solve (the relaxation if ``relax``), from the MIP start ``warm`` if given (the other
-        columns from the last solution)."""
+        columns from the last solution). An LP of an updated model starts from the basis HiGHS
+        kept (no presolve); if that does not end optimal, the LP is solved again from scratch, so
+        a status other than optimal is always the one a fresh build gives."""
         h = self.matrix.highs
         if warm is not None and self.x is not None:
             start = highspy.HighsSolution()
@@ -206,6 +208,17 @@ class _DirectModel:
             start.value_valid = True
             h.setSolution(start)
         direct.run(h, relax, options.mip_rel_gap, options.time_limit_s)
+        run = self._status(h, relax)
+        if relax and self.updated and run.status != "optimal" and h.getModelStatus() != highspy.HighsModelStatus.kTimeLimit:
+            log.debug("hot-started LP ended %s: solving it again from scratch", run.status)
+            h.clearSolver()
+            direct.run(h, relax, options.mip_rel_gap, options.time_limit_s)
+            run = self._status(h, relax)
+        self.updated = False
+        return run
+
+    def _status(self, h: highspy.Highs, relax: bool) -> _Run:
+        """The outcome of the last run; keeps the column values when there is a solution."""
         ms, info = h.getModelStatus(), h.getInfo()
         has = info.primal_solution_status == highspy.SolutionStatus.kSolutionStatusFeasible
         if ms == _FOUND[0] and has:
@@ -340,23 +353,50 @@ def _set_warm_start(m: pe.ConcreteModel, problem: PlanProblem, v: Values) -> Non
 
 
 class Session:
-    """A reusable solver session: with ``highs_direct`` a HiGHS matrix model built per solve; with a
-    pyomo interface a pyomo model and solver per structure (the last ``MAX_MODELS``), parameters
-    updated in place, and a fresh pyomo model per soft (or non-persistent) solve. ``rebuilds``
-    counts the models built (a persistent pyomo model updated in place is not counted)."""
+    """A reusable solver session: one model per pattern or structure (the last ``MAX_MODELS``),
+    updated in place for the next problem of the same shape (``persistent``, the default), else
+    built anew for every solve. ``highs_direct``: matrix models (:mod:`models.direct`), matched by
+    their pattern (:meth:`models.direct.Arrays.same_pattern`), soft ones too; pyomo interfaces: a
+    pyomo model and solver per :func:`models.formulation.structure_key`, parameters updated in
+    place, soft models built fresh. ``rebuilds`` counts the models built, ``updates`` the models
+    updated in place."""
 
     def __init__(self, options: SolveOptions | None = None):
         self.options = options or SolveOptions()
         self._models: dict[tuple, tuple[pe.ConcreteModel, _Backend]] = {}
+        self._matrices: list[_DirectModel] = []  # most recently used last
         self.rebuilds = 0
+        self.updates = 0
+
+    def _direct_model(self, problem: PlanProblem, req: Requirements, soft: frozenset[str]) -> _DirectModel:
+        """The matrix model of ``problem``: a kept one with the same pattern, updated in place, or a new one."""
+        if not self.options.persistent:
+            self.rebuilds += 1
+            return _DirectModel(direct.build(problem, req, soft), problem)
+        new = direct.collect(problem, req, soft)
+        for i, model in enumerate(self._matrices):
+            try:
+                reused = model.reuse(new, problem)
+            except RuntimeError:
+                log.warning("in-place update of a kept model failed: building it anew", exc_info=True)
+                del self._matrices[i]
+                break
+            if reused:
+                self._matrices.append(self._matrices.pop(i))
+                self.updates += 1
+                return model
+        model = _DirectModel(direct.build(problem, req, soft, collected=new), problem)
+        self.rebuilds += 1
+        self._matrices.append(model)
+        del self._matrices[:-MAX_MODELS]
+        return model
 
     def _model_for(self, problem: PlanProblem, req: Requirements, soft: frozenset[str]) -> _PyomoModel | _DirectModel:
         """The model of ``problem``: a matrix model (``highs_direct``), a fresh pyomo model (soft, or
         not persistent), or the persistent one updated (rebuilt when the structure changed)."""
         interface = self.options.interface
         if interface == DIRECT:
-            self.rebuilds += 1
-            return _DirectModel(problem, req, soft)
+            return self._direct_model(problem, req, soft)
         if soft or not self.options.persistent:
             self.rebuilds += 1
             return _PyomoModel(build_model(problem, req, soft, mutable=False), _Backend(interface), problem)
@@ -364,6 +404,7 @@ class Session:
         if key in self._models:
             m, backend = self._models.pop(key)
             update_params(m, problem, req)
+            self.updates += 1
         else:
             m, backend = build_model(problem, req, mutable=True), _Backend(interface)
             self.rebuilds += 1
@@ -380,6 +421,7 @@ class Session:
         except Exception as exc:  # a failed build must not take the planner down: the caller falls back
             log.exception("model build failed")
             self._models.clear()
+            self._matrices.clear()
             return Solution("failed", messages=[f"model build failed: {exc}"], build_seconds=time.perf_counter() - t0)
         t1 = time.perf_counter()
         try:
@@ -387,6 +429,7 @@ class Session:
         except Exception as exc:  # solver crash: reported, the caller falls back
             log.exception("solver failed")
             self._models.clear()
+            self._matrices.clear()
             sol = Solution("failed", messages=[f"solver failed: {exc}"])
         sol.build_seconds, sol.solve_seconds, sol.soft = t1 - t0, time.perf_counter() - t1, soft
         return sol
@@ -405,7 +448,8 @@ class Session:
                 found = conflicts(problem, lp)
                 if not any(found.values()):
                     return Solution("optimal", "lp", lp, run.objective, run.objective)
-                fixed = net_simultaneous(problem, lp) if found["pair"] and not (found["charger"] or found["vehicle"] or found["grid"]) else None
+                only_pairs = found["pair"] and not (found["charger"] or found["vehicle"] or found["grid"])
+                fixed = net_simultaneous(problem, lp) if only_pairs else None
                 if fixed is not None:
                     lp_cost = plan_costs(problem, req, lp, soft).objective
                     fixed_cost = plan_costs(problem, req, fixed, soft).objective
