@@ -65,8 +65,9 @@ class PlanSummary:
     Money in the tariff's currency: ``objective`` is what the model minimised (energy + demand +
     ratchet + wear + driver settlement + penalty - export credit - terminal value); ``bill_cost``
     what the horizon's bills show (energy + demand + fixed - export credit);
-    ``driver_settlement`` what the site pays the drivers of driver-owned cars for the energy taken
-    from them (positive = paid to drivers, negative = drivers pay for charging). ``peak_kw``: highest 30-minute average
+    ``driver_settlement`` what the site pays the drivers of driver-owned cars for the energy it
+    takes from them, per stay on balance (the energy the plan adds earns it nothing: it never sells
+    a driver a charge the driver did not ask for). ``peak_kw``: highest 30-minute average
     import of the schedule; ``month_peaks_kw``: per billing month "YYYY-MM" [kW];
     ``final_soc_kwh``: each vehicle's energy at the horizon end [kWh]; ``unserved_kwh`` critical
     load left unserved in a planned outage [kWh]. ``infeasible``: the requirements could not all be

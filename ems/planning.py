@@ -190,7 +190,10 @@ def vehicle_specs(cfg: SiteConfig, index: pd.DatetimeIndex, state: SiteState,
         soc0 = float(state.soc_kwh[v.id])
         if not 0 <= soc0 <= v.capacity_kwh:
             raise _bad(f"state.soc_kwh[{v.id}]", soc0, f"must be between 0 and the capacity {v.capacity_kwh:g} kWh")
-        tl = timeline(v, index, cfg.zone, is_holiday, None if stays is None else stays.get(v.id), state.arrival_kwh.get(v.id))
+        arrived = state.arrival_kwh.get(v.id)
+        tl = timeline(v, index, cfg.zone, is_holiday, None if stays is None else stays.get(v.id), arrived)
+        # energy already taken from a driver's car in the stay under way (settled with the rest of the stay)
+        settled = arrived - soc0 if arrived is not None and tl.plugged[0] and v.owner == "driver" else 0.0
         out.append(VehicleSpec(
             id=v.id, capacity_kwh=v.capacity_kwh, min_kwh=v.min_soc_pct / 100 * v.capacity_kwh,
             max_kwh=v.max_soc_pct / 100 * v.capacity_kwh, soc0_kwh=soc0, plugged=tl.plugged,
@@ -198,7 +201,8 @@ def vehicle_specs(cfg: SiteConfig, index: pd.DatetimeIndex, state: SiteState,
             chargers=tuple(v.chargers) or every,
             max_charge_kw=np.inf if v.max_charge_kw is None else v.max_charge_kw,
             max_discharge_kw=np.inf if v.max_discharge_kw is None else v.max_discharge_kw,
-            wear_cost_per_kwh=v.wear_cost_per_kwh, settlement_price_per_kwh=v.settlement_price_per_kwh))
+            wear_cost_per_kwh=v.wear_cost_per_kwh, settlement_price_per_kwh=v.settlement_price_per_kwh,
+            settled_kwh=float(np.clip(settled, -v.capacity_kwh, v.capacity_kwh))))
     return tuple(out)
 
 

@@ -50,7 +50,9 @@ class VehicleSpec:
     - ``settlement_price_per_kwh``: a driver-owned car's energy is settled with its driver at this
       price [currency/kWh]: the site pays it per kWh of net battery energy taken while the car is
       plugged in and earns it per kWh added (None: the site's own car, valued at the problem's
-      terminal value instead).
+      terminal value instead);
+    - ``settled_kwh``: battery energy already taken from a driver-owned car in the stay under way at
+      boundary 0, before the plan (its arrival energy - ``soc0_kwh``; negative when added) [kWh].
     """
 
     id: str
@@ -67,6 +69,7 @@ class VehicleSpec:
     max_discharge_kw: float = math.inf
     wear_cost_per_kwh: float = 0.0
     settlement_price_per_kwh: float | None = None
+    settled_kwh: float = 0.0
 
     @property
     def driver_owned(self) -> bool:
@@ -213,6 +216,33 @@ def pairs(problem: PlanProblem) -> list[Pair]:
     return out
 
 
+@dataclass(frozen=True)
+class StaySegment:
+    """The steps ``t0..t1-1`` of one stay of driver-owned vehicle ``v`` inside the horizon, settled at
+    ``price`` [currency/kWh]; ``before_kwh``: battery energy taken in that stay before the plan."""
+
+    v: int
+    t0: int
+    t1: int
+    price: float
+    before_kwh: float
+
+
+def stay_segments(problem: PlanProblem) -> list[StaySegment]:
+    """Every run of plugged steps of every driver-owned vehicle (a stay, or the part of one inside
+    the horizon); the first carries the vehicle's ``settled_kwh`` when the car is plugged in at the start."""
+    out = []
+    for vi, v in enumerate(problem.vehicles):
+        if not v.driver_owned:
+            continue
+        on = np.concatenate([[False], np.asarray(v.plugged, dtype=bool), [False]])
+        edges = np.flatnonzero(np.diff(on.astype(int)))
+        for t0, t1 in zip(edges[0::2], edges[1::2]):
+            out.append(StaySegment(vi, int(t0), int(t1), float(v.settlement_price_per_kwh),
+                                   float(v.settled_kwh) if t0 == 0 else 0.0))
+    return out
+
+
 def pair_discharge_cap_kw(problem: PlanProblem, pair: Pair) -> np.ndarray:
     """Upper bound of a pair's discharge per step [kW]: rating while plugged, islanded rating in outages."""
     v = problem.vehicles[pair.v]
@@ -321,6 +351,8 @@ def _check_vehicle(v: VehicleSpec, T: int, charger_ids: set[str]) -> None:
     price = v.settlement_price_per_kwh
     if price is not None and not (math.isfinite(price) and price >= 0):
         raise ProblemDataError(f"vehicle {v.id}: settlement_price_per_kwh must be a finite price >= 0; got {price}")
+    if not (math.isfinite(v.settled_kwh) and abs(v.settled_kwh) <= v.capacity_kwh + 1e-9):
+        raise ProblemDataError(f"vehicle {v.id}: settled_kwh {v.settled_kwh} must be finite and within the capacity")
 
 
 def _check_demand(d: DemandSpec, T: int) -> None:

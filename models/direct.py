@@ -39,7 +39,7 @@ import highspy
 import numpy as np
 from scipy import sparse
 
-from models.data import PlanProblem, needs_grid_direction_binary, pairs
+from models.data import PlanProblem, needs_grid_direction_binary, pairs, stay_segments
 from models.formulation import grid_direction_limits, param_values
 from models.requirements import Requirements, vehicle_discharge_efficiency
 from models.solution import Values
@@ -381,6 +381,26 @@ def add_reserve(m: _Matrix, problem: PlanProblem, vals: dict[str, Any]) -> None:
     m.add(r, short, 1.0)
 
 
+def add_settlement(m: _Matrix, problem: PlanProblem, vals: dict[str, Any]) -> None:
+    """What the site pays the drivers of driver-owned cars, per stay inside the horizon [currency];
+    rows ``settle_net`` (stay segments S, :func:`models.data.stay_segments`).
+
+    settle[s] - price_s * sum_{p of v(s), t in s} (dis[p,t]/eta_d - eta_c*ch[p,t]) * dt >= price_s * before_s,
+    settle[s] >= 0 (see :func:`models.formulation.add_settlement`).
+    """
+    segs = stay_segments(problem)
+    ps = pairs(problem)
+    dt = problem.dt_h
+    settle = m.var("settle", (len(segs),), 0.0, INF)
+    r = m.con("settle_net", (len(segs),), vals["settle_rhs"], INF)
+    m.add(r, settle, 1.0)
+    for s, g in enumerate(segs):
+        for i, p in enumerate(ps):
+            if p.v == g.v:
+                m.add(np.full(g.t1 - g.t0, r[s]), m.cols["dis"][i, g.t0:g.t1], -g.price * dt / p.eta_d)
+                m.add(np.full(g.t1 - g.t0, r[s]), m.cols["ch"][i, g.t0:g.t1], g.price * dt * p.eta_c)
+
+
 def add_demand(m: _Matrix, problem: PlanProblem, vals: dict[str, Any]) -> None:
     """Monthly peaks and the contract kW they set, with the ratchet [kW]; rows ``window`` (W),
     ``ratchet`` (links; ``index["ratchet"]`` = (billed month b, horizon month m)).
@@ -490,15 +510,14 @@ def add_objective(m: _Matrix, problem: PlanProblem, vals: dict[str, Any]) -> flo
     """Price the columns; returns the objective's constant [currency].
 
     sum_t (c_imp[t]*imp[t] - c_exp[t]*exp[t] + c_uns*uns[t] + c_res*res_short[t])
-    + sum_{p,t} (c_wear[p] + c_dis_settle[p])*dis[p,t] + c_ch_settle[p]*ch[p,t] + sum_v c_term[v]*soc[v,T]
-    + rate * sum_b contract[b]
+    + sum_{p,t} c_wear[p]*dis[p,t] + sum_s settle[s] + sum_v c_term[v]*soc[v,T] + rate * sum_b contract[b]
     + sum_{n,j} c_block[j]*block[n,j] + pen_import*dt * sum_t over[t]
     + pen_min_soc*dt * sum_{v,k>=1} below[v,k] + pen_target * sum tgt_short + pen_final * sum final_short
     + obj_const (c_* already hold dt: currency per kW-step, per kWh or per kW-month).
     """
     c, dt = m.cols, problem.dt_h
     prices = {"imp": vals["c_imp"], "exp": -vals["c_exp"], "uns": vals["c_uns"],
-              "dis": (vals["c_wear"] + vals["c_dis_settle"]).reshape(-1, 1), "ch": vals["c_ch_settle"].reshape(-1, 1),
+              "dis": vals["c_wear"].reshape(-1, 1), "settle": 1.0,
               "res_short": vals["c_res"], "contract": vals.get("rate"), "block": vals.get("c_block"),
               "over": vals.get("pen_import", 0.0) * dt, "tgt_short": vals.get("pen_target"),
               "final_short": vals.get("pen_final")}
@@ -529,6 +548,8 @@ def collect(problem: PlanProblem, req: Requirements, soft: frozenset[str] = froz
     add_soc(m, problem, vals)
     if problem.reserve_kwh is not None:
         add_reserve(m, problem, vals)
+    if "settle_rhs" in vals:
+        add_settlement(m, problem, vals)
     if problem.demand is not None:
         add_demand(m, problem, vals)
     if problem.blocks is not None:

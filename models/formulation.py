@@ -29,7 +29,7 @@ import pyomo.environ as pe
 
 from models.data import (
     PlanProblem, export_cap_kw, import_cap_kw, needs_grid_direction_binary, pair_charge_cap_kw,
-    pair_discharge_cap_kw, pairs,
+    pair_discharge_cap_kw, pairs, stay_segments,
 )
 from models.requirements import Requirements, vehicle_discharge_efficiency
 
@@ -79,7 +79,8 @@ def structure_key(problem: PlanProblem, soft: frozenset[str] = frozenset()) -> t
     return (problem.n_steps, problem.dt_h, tuple(pairs(problem)), len(problem.vehicles), len(problem.chargers),
             problem.vehicle_export_allowed, needs_grid_direction_binary(problem), demand, blocks,
             problem.reserve_kwh is not None, problem.import_limit_kw.max(), export_cap_kw(problem).max(initial=0.0) > 0,
-            problem.final_soc_at_least_initial, frozenset(soft), soft_shape)
+            problem.final_soc_at_least_initial, frozenset(soft), soft_shape,
+            tuple((g.v, g.t0, g.t1, g.price) for g in stay_segments(problem)))
 
 
 def param_values(problem: PlanProblem, req: Requirements, soft: frozenset[str] = frozenset()) -> dict[str, Any]:
@@ -113,8 +114,6 @@ def param_values(problem: PlanProblem, req: Requirements, soft: frozenset[str] =
         "dis_ub": np.array([pair_discharge_cap_kw(problem, p) for p in ps]).reshape(len(ps), -1),
         "y_ub": np.array([problem.vehicles[p.v].plugged for p in ps], dtype=float).reshape(len(ps), -1),
         "c_wear": np.array([problem.vehicles[p.v].wear_cost_per_kwh * dt / p.eta_d for p in ps]),
-        "c_dis_settle": np.array([(problem.vehicles[p.v].settlement_price_per_kwh or 0.0) * dt / p.eta_d for p in ps]),
-        "c_ch_settle": np.array([-(problem.vehicles[p.v].settlement_price_per_kwh or 0.0) * dt * p.eta_c for p in ps]),
         "soc_lb": req.soc_lb(soft),
         "soc_ub": req.soc_ub,
         "trip": trips,
@@ -129,6 +128,9 @@ def param_values(problem: PlanProblem, req: Requirements, soft: frozenset[str] =
         "c_term": np.array([0.0 if v.driver_owned else -problem.terminal_value_per_kwh for v in problem.vehicles]),
         "obj_const": problem.terminal_value_per_kwh * sum(v.soc0_kwh for v in problem.vehicles if not v.driver_owned),
     }
+    segs = stay_segments(problem)
+    if segs:
+        vals["settle_rhs"] = np.array([g.price * g.before_kwh for g in segs])
     d = problem.demand
     if d is not None:
         vals["pre_avg"] = d.window_pre_kwh / d.window_hours
@@ -170,7 +172,7 @@ _INDEX = {  # parameter -> names of its index sets
     "c_exp": ("T",), "c_uns": (), "c_res": (), "ch_ub": ("P", "T"), "dis_ub": ("P", "T"), "y_ub": ("P", "T"),
     "c_wear": ("P",), "soc_lb": ("V", "K"), "soc_ub": ("V", "K"), "trip": ("V", "K"), "jump_max": ("V", "K"),
     "held_max": ("V", "T"), "held_rhs": ("V", "T"), "res_rhs": ("T",), "res_ub": ("T",), "c_term": ("V",), "obj_const": (),
-    "c_dis_settle": ("P",), "c_ch_settle": ("P",),
+    "settle_rhs": ("S",),
     "pre_avg": ("W",), "floor": ("M",), "held": ("B",), "rate": (), "room": ("N", "J"), "c_block": ("J",),
     "pen_import": (), "pen_min_soc": (), "pen_target": (), "pen_reserve": (), "pen_final": (),
     "soft_min": ("V", "K"), "soft_target": ("V", "K"), "soft_final": ("V",),
@@ -190,6 +192,9 @@ def _sets(m: pe.ConcreteModel, problem: PlanProblem) -> None:
         m.W = pe.RangeSet(0, d.n_windows - 1)
         m.M = pe.RangeSet(0, d.n_months - 1)
         m.B = pe.RangeSet(0, d.held_kw.size - 1)
+    segs = stay_segments(problem)
+    if segs:
+        m.S = pe.RangeSet(0, len(segs) - 1)
     if problem.blocks is not None:
         m.N = pe.RangeSet(0, problem.blocks.room_kwh.shape[0] - 1)
         m.J = pe.RangeSet(0, problem.blocks.rates.size - 1)
@@ -323,6 +328,27 @@ def add_reserve(m: pe.ConcreteModel, problem: PlanProblem) -> None:
     m.reserve = pe.Constraint(m.T, rule=lambda m, t: sum(m.res_held[v, t] for v in m.V) + m.res_short[t] >= m.res_rhs[t])
 
 
+def add_settlement(m: pe.ConcreteModel, problem: PlanProblem) -> None:
+    """What the site pays the drivers of driver-owned cars, per stay inside the horizon [currency].
+
+    settle[s] - price_s * sum_{p of v(s), t in s} (dis[p,t]/eta_d - eta_c*ch[p,t]) * dt >= price_s * before_s,
+    settle[s] >= 0: a stay's net energy taken (with what was taken before the plan) is paid at the
+    driver's price; energy a stay ends up with on balance earns nothing, so the plan never sells a
+    driver a charge the driver did not ask for.
+    """
+    segs = stay_segments(problem)
+    ps = pairs(problem)
+    dt = problem.dt_h
+    m.settle = pe.Var(m.S, bounds=(0.0, None))
+
+    def rule(m, s):
+        g = segs[s]
+        taken = sum(g.price * dt * (m.dis[i, t] / ps[i].eta_d - ps[i].eta_c * m.ch[i, t])
+                    for i, p in enumerate(ps) if p.v == g.v for t in range(g.t0, g.t1))
+        return m.settle[s] - taken >= m.settle_rhs[s]
+    m.settle_net = pe.Constraint(m.S, rule=rule)
+
+
 def add_demand(m: pe.ConcreteModel, problem: PlanProblem) -> None:
     """Monthly peaks and the contract kW they set, with the ratchet [kW].
 
@@ -387,7 +413,7 @@ def add_objective(m: pe.ConcreteModel, problem: PlanProblem, soft: frozenset[str
 
     sum_t (price_imp[t]*dt*import[t] - price_exp[t]*dt*export[t] + voll*dt*unserved[t]
            + reserve_penalty*dt*short[t]) + sum_{p,t} wear_v*dt/eta_d*dis[p,t]
-    + sum_{p,t} settle_v*dt*(dis[p,t]/eta_d - eta_c*ch[p,t])   (driver-owned cars: their energy bought/sold)
+    + sum_s settle[s]   (what the site pays drivers for their cars' energy, per stay: add_settlement)
     + rate * sum_b contract[b] (minus what later months hold anyway) + sum_{n,j} rate_j*e[n,j]
     - terminal_value * sum_{v site-owned} (soc[v,T] - soc[v,0]) + soft penalties.
     """
@@ -395,10 +421,11 @@ def add_objective(m: pe.ConcreteModel, problem: PlanProblem, soft: frozenset[str
     dt = problem.dt_h
     expr = (sum(m.c_imp[t] * m.imp[t] - m.c_exp[t] * m.exp[t] + m.c_uns * m.uns[t] for t in m.T)
             + sum(m.c_wear[p] * m.dis[p, t] for p in m.P for t in m.T)
-            + sum(m.c_dis_settle[p] * m.dis[p, t] + m.c_ch_settle[p] * m.ch[p, t] for p in m.P for t in m.T)
             + sum(m.c_term[v] * m.soc[v, T] for v in m.V) + m.obj_const)
     if problem.reserve_kwh is not None:
         expr += sum(m.c_res * m.res_short[t] for t in m.T)
+    if hasattr(m, "settle"):
+        expr += sum(m.settle[s] for s in m.S)
     if problem.demand is not None:
         expr += sum(m.rate * m.contract[b] for b in m.B)
     if problem.blocks is not None:
@@ -432,6 +459,8 @@ def build_model(problem: PlanProblem, req: Requirements, soft: frozenset[str] = 
     add_soc(m, problem)
     if problem.reserve_kwh is not None:
         add_reserve(m, problem)
+    if stay_segments(problem):
+        add_settlement(m, problem)
     if problem.demand is not None:
         add_demand(m, problem)
     if problem.blocks is not None:

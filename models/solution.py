@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from models.data import PlanProblem, pairs
+from models.data import PlanProblem, StaySegment, pairs, stay_segments
 from models.requirements import vehicle_discharge_efficiency
 
 
@@ -52,8 +52,8 @@ class Costs:
     objective = energy + demand + ratchet + wear + settlement + penalty - export_credit - terminal_value.
     ``demand`` is the basic charge of the horizon's own billing months (as their bills will show
     it); ``ratchet`` what a new peak adds to the later months it holds the contract for;
-    ``settlement`` what the site pays the drivers of driver-owned cars for their energy (negative:
-    the drivers pay the site for charging); ``terminal_value`` the value of the energy added to the
+    ``settlement`` what the site pays the drivers of driver-owned cars for the energy it takes from
+    them (:func:`settlement_cost`); ``terminal_value`` the value of the energy added to the
     site's own cars.
     """
 
@@ -76,20 +76,22 @@ class Costs:
                 - self.export_credit - self.terminal_value)
 
 
-def battery_kwh_out(problem: PlanProblem, values: Values) -> np.ndarray:
-    """Net battery energy taken out of each vehicle over the horizon through its chargers [kWh]
-    (V): sum over its pairs and steps of (dis / eta_d - eta_c * ch) * dt; negative when charged."""
-    out = np.zeros(len(problem.vehicles))
+def segment_kwh_out(problem: PlanProblem, values: Values, seg: StaySegment) -> float:
+    """Net battery energy taken from the car over one stay segment [kWh] (negative when added)."""
+    out = 0.0
     for i, p in enumerate(pairs(problem)):
-        out[p.v] += float((values.dis[i] / p.eta_d - p.eta_c * values.ch[i]).sum()) * problem.dt_h
+        if p.v == seg.v:
+            out += float((values.dis[i, seg.t0:seg.t1] / p.eta_d - p.eta_c * values.ch[i, seg.t0:seg.t1]).sum()) * problem.dt_h
     return out
 
 
 def settlement_cost(problem: PlanProblem, values: Values) -> float:
-    """What the site pays the drivers of driver-owned cars [currency]: price x net battery energy
-    taken while plugged in (each stay's arrival energy minus its departure energy, the trips aside)."""
-    taken = battery_kwh_out(problem, values)
-    return float(sum(v.settlement_price_per_kwh * taken[i] for i, v in enumerate(problem.vehicles) if v.driver_owned))
+    """What the site pays the drivers of driver-owned cars for the energy it takes [currency]: per
+    stay, price x (energy taken before the plan + net battery energy taken in the horizon), where
+    positive. Energy a stay ends up with on balance earns the site nothing here: the plan never
+    sells a driver a charge the driver did not ask for (a departure target above the arrival
+    energy is the driver's own need)."""
+    return float(sum(max(0.0, s.price * (s.before_kwh + segment_kwh_out(problem, values, s))) for s in stay_segments(problem)))
 
 
 def window_kw(problem: PlanProblem, imp: np.ndarray) -> np.ndarray:

@@ -198,9 +198,10 @@ def test_a_drivers_energy_is_taken_only_where_it_is_worth_more_than_its_price():
     efficiency 1, no terminal value for the driver's energy.
 
     Settled at 20/kWh the car serves the load (4 kWh x 30 = 120 saved, 4 x 20 = 80 paid): 80.
-    Settled at 40/kWh the site buys the load from the grid instead, and sells the driver a full
-    car (10 kWh more at 30, settled at 40: the workplace charging fee): 120 + 300 - 400 = 20.
-    Settled at 40 under a demand charge
+    Settled at 40/kWh the site buys the load from the grid instead: 120, and it does not sell the
+    driver a charge the driver did not ask for although 40 > 30 (energy added earns the plan
+    nothing). Taken and given back in one stay nets to nothing: 2 kWh out then 2 kWh in at
+    settlement 40 costs no settlement. Settled at 40 under a demand charge
     of 1,000/kW-month on two 30-minute windows, 4 kWh from the car (4 kW in each) cuts the peak by
     4 kW (4,000) for 160: it is taken. The site's own car at the same prices is never settled.
     """
@@ -216,9 +217,31 @@ def test_a_drivers_energy_is_taken_only_where_it_is_worth_more_than_its_price():
     sol, c = solved(20.0)
     assert sol.values.dis.sum() * 0.5 == pytest.approx(4.0) and c.settlement == pytest.approx(80.0)
     sol, c = solved(40.0)
-    assert sol.values.dis.sum() == pytest.approx(0.0, abs=1e-9) and c.settlement == pytest.approx(-400.0)
-    assert c.objective == pytest.approx(20.0)
+    assert sol.values.dis.sum() == pytest.approx(0.0, abs=1e-9) and sol.values.ch.sum() == pytest.approx(0.0, abs=1e-9)
+    assert c.settlement == pytest.approx(0.0, abs=1e-9) and c.objective == pytest.approx(120.0)
     sol, c = solved(40.0, demand=True)
     assert sol.values.dis.sum() * 0.5 == pytest.approx(4.0) and c.settlement == pytest.approx(160.0)
     sol, c = solved(None)
     assert c.settlement == 0.0 and sol.values.dis.sum() * 0.5 == pytest.approx(4.0)
+
+
+def test_a_stay_is_settled_on_its_net_energy_including_what_was_taken_before_the_plan():
+    """A driver's car (price 40, efficiency 1) from which 3 kWh were taken earlier in this stay
+    (``settled_kwh``), free import in the first hour and 30/kWh in the second with a 4 kW load.
+    The stay's net is what is settled: charging 7 kWh for free and giving 4 back to the load leaves
+    the stay at 3 - 4 + 7 = 0 kWh taken on balance: nothing owed, nothing imported at 30: 0. Without
+    the free hour, at 30 all day, the 3 kWh owed (120) are cheaper bought back (90) and the load is
+    bought (taking 4 kWh more would cost 160 against 120): 210."""
+    veh = car(2, soc0=10.0, capacity=20.0, settle=40.0)
+    veh = type(veh)(**{**veh.__dict__, "settled_kwh": 3.0})
+    p = site(1.0, [0, 4], price=[0, 30], vehicles=[veh], chargers=[unit(kw=10)])
+    sol, req = plan(p)
+    c = costs(p, sol.values)
+    assert sol.status == "optimal" and check(p, sol, req) == []
+    assert sol.values.ch[0, 0] == pytest.approx(7.0) and sol.values.dis[0, 1] == pytest.approx(4.0)
+    assert c.settlement == pytest.approx(0.0, abs=1e-9) and sol.objective == pytest.approx(0.0, abs=1e-6)
+    dear = site(1.0, [0, 4], price=[30, 30], vehicles=[veh], chargers=[unit(kw=10)])
+    sol, req = plan(dear)
+    c = costs(dear, sol.values)
+    assert sol.values.dis.sum() == pytest.approx(0.0, abs=1e-9) and sol.values.ch.sum() == pytest.approx(3.0)
+    assert c.settlement == pytest.approx(0.0, abs=1e-9) and sol.objective == pytest.approx(210.0, abs=1e-6)
