@@ -189,7 +189,13 @@ class ChargerAdapter:
         self._last_write = -math.inf           # clock time of the last control write [s]
         self._enabled = False
         self._heartbeat = 0
-        self.started = False
+        self._started = False
+
+    @property
+    def started(self) -> bool:
+        """True between a successful :meth:`start` and :meth:`stop` or :meth:`disconnect`: the unit has
+        been read and its reversion watchdog armed, so :meth:`set_power` and :meth:`refresh` may write."""
+        return self._started
 
     @property
     def refresh_interval_s(self) -> float:
@@ -216,7 +222,7 @@ class ChargerAdapter:
         except BaseException:
             await self.dev.close()
             raise
-        self.started = True
+        self._started = True
         return state
 
     async def _configure_reversion(self) -> None:
@@ -346,5 +352,12 @@ class ChargerAdapter:
             if self.started:
                 await self.disable_control()
         finally:
-            self.started = False
+            self._started = False
             await self.dev.close()
+
+    async def disconnect(self) -> None:
+        """Close the connection without writing anything (after a failed read or write, or at exit when
+        the unit was never started). The unit keeps its last setpoint until its own reversion watchdog
+        takes it to 0 W; the next :meth:`start` reads the unit first and arms the watchdog again."""
+        self._started = False
+        await self.dev.close()

@@ -1,0 +1,171 @@
+"""Dispatch: one tick (:meth:`Dispatcher.tick`): observe, decide, write, record.
+
+The decision itself is :func:`ems.dispatch.peak_aware_dispatch` (the rule the study shares); this
+module gathers its inputs from the other sections: the plan step in force (or none: the safe
+rule), the window average the demand guard holds, each reachable unit's state with the plugged
+car's floor and departure, the outage reserve, and the building's expected import per step (the
+refill headroom). The setpoints go out through :class:`~ems.daemon.links.Links` (the adapter clamps
+again) and one telemetry row per unit goes to the store, then the restart state.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+
+from ems.daemon.host import Host
+from ems.daemon.links import Links
+from ems.daemon.plans import PlanKeeper
+from ems.daemon.tracker import Tracker
+from ems.dispatch import (REFILL_HOURS, DispatchInput, DispatchResult, PluggedCar, Setpoint, UnitRules, UnitState,
+                          WindowMeter, guard_target_kw, peak_aware_dispatch, reserve_to_hold_kwh)
+
+
+class Dispatcher:
+    """Dispatch ticks over the links, the tracker and the plan in force; caches the expected import per step."""
+
+    def __init__(self, host: Host, links: Links, tracker: Tracker, plans: PlanKeeper):
+        self.host = host
+        self.links = links
+        self.tracker = tracker
+        self.plans = plans
+        self._net_cache: tuple[tuple, np.ndarray] | None = None   # (step, origin) -> expected import per step
+
+    async def tick(self, now: pd.Timestamp) -> list[Setpoint]:
+        """One dispatch tick at ``now``. Device faults never raise. The caller holds the daemon's I/O lock."""
+        host, tr, plans = self.host, self.tracker, self.plans
+        reading = await self.links.read_all()
+        tr.observe(now, reading, self.links.units)
+        cfg = host.cfg   # after the reads: a config reload may have run while they were awaited
+        plan = plans.plan
+        if plan is not None and plan.unusable is None:
+            reason = plans.unusable(plan, now)
+            if reason is not None:
+                plan.unusable = reason
+        following = plan is not None and plan.unusable is None and plan.mode == "normal"
+        if plan is None:
+            plans.set_fallback(now, "no plan yet")
+        elif plan.unusable is not None:
+            plans.set_fallback(now, plan.unusable)
+        row = plan.row(now) if following and plan is not None else None
+        target = self.guard_target_kw(now)
+        states, rules, cars, reserve = self._unit_inputs(now, following)
+        site_kw = (reading.import_kw - reading.export_kw) if reading is not None else \
+            sum(s.charge_kw - s.discharge_kw for s in states)
+        planned = None
+        if row is not None:
+            planned = {u.charger.id: (float(row[f"{u.charger.id}_charge_kw"]), float(row[f"{u.charger.id}_discharge_kw"]))
+                       for u in self.links.units}
+        tick_h = host.dispatch_interval_s / 3600
+        window = tr.window
+        inp = DispatchInput(states, rules, site_kw, WindowMeter(window.current.import_kwh if window.current else 0.0,
+                                                                window.elapsed_h(now)),
+                            target, planned, grid_up=tr.grid_up,
+                            vehicle_export_allowed=cfg.grid.vehicle_export_allowed,
+                            import_limit_kw=cfg.grid.import_limit_kw, tick_h=tick_h)
+        net = self._expected_net_kw(now) if cfg.tariff.basic.kind == "demand" else None
+        result = peak_aware_dispatch(inp, cars, reserve, None if net is None else net.tolist(),
+                                     cfg.planner.step_minutes / 60) if states else DispatchResult([])
+        caps = {car.charger_id: car.capacity_kwh for car in cars}
+        floor_pct = {cid: 100 * result.rules[cid].floor_kwh / cap for cid, cap in caps.items()}
+        setpoints = result.setpoints
+        if window.current is not None:
+            window.current.note(target, plan.peak_kw if following and plan is not None else None,
+                                result.guard_short, tr.grid_up, result.refill_over_kw > 1e-6)
+        if reading is not None:
+            tr.check_miss(now, site_kw - sum(s.charge_kw - s.discharge_kw for s in states), row, tick_h)
+        await self.links.write(setpoints, floor_pct)
+        self._record(now, setpoints, site_kw)
+        return setpoints
+
+    def guard_target_kw(self, now: pd.Timestamp) -> float:
+        """The window average the guard holds [kW] (:func:`ems.dispatch.guard_target_kw`, with
+        ``daemon.peak_guard_margin_kw``)."""
+        cfg, plan = self.host.cfg, self.plans.plan
+        month = self.tracker.month_of(now)
+        month_peak = self.host.store.month_peaks().get(month, 0.0)
+        plan_peak = plan.result.outcome.peak_in(month) if plan is not None and plan.mode == "normal" else None
+        return guard_target_kw(plan_peak, month_peak, cfg.grid.import_limit_kw, cfg.daemon.peak_guard_margin_kw)
+
+    def _reserve_kwh(self, now: pd.Timestamp, following_plan: bool) -> float:
+        """Outage reserve to hold in the plugged cars now [kWh] (:func:`ems.dispatch.reserve_to_hold_kwh`)."""
+        p, planned = self.plans.plan, None
+        if p is not None and p.reserve_kwh is not None and now < p.end():
+            planned = float(p.reserve_kwh[min(p.step_of(now), len(p.reserve_kwh) - 1)])
+        cfg = self.host.cfg
+        o = cfg.outage
+        return reserve_to_hold_kwh(o.mode == "hard", following_plan, planned, cfg.load.critical_kw, o.reserve_hours)
+
+    def _expected_net_kw(self, now: pd.Timestamp) -> np.ndarray | None:
+        """The building's expected import (forecast load less forecast PV) per plan step from this
+        step for a day [kW] (the current step's is replaced by the measurement in
+        :func:`ems.dispatch.peak_aware_dispatch`); None without a forecast. Cached per step."""
+        forecasts = self.plans.forecasts
+        fc = forecasts.forecast
+        if fc is None:
+            return None
+        start = forecasts.step_start(now)
+        key = (start, forecasts.origin)
+        if self._net_cache is None or self._net_cache[0] != key:
+            net = (fc.load_kw - fc.pv_kw).loc[start:start + pd.Timedelta(hours=REFILL_HOURS)]
+            self._net_cache = (key, net.to_numpy(dtype=float)[:-1] if len(net) > 1 else net.to_numpy(dtype=float))
+        return self._net_cache[1]
+
+    def _unit_inputs(self, now: pd.Timestamp,
+                     following_plan: bool) -> tuple[list[UnitState], dict[str, UnitRules], list[PluggedCar], float]:
+        """Dispatch inputs of every reachable unit: their states, each unit's floor (the driver's
+        minimum), the plugged cars with their departures and the outage reserve to share among them
+        [kWh] (:func:`ems.dispatch.peak_aware_dispatch` shares it with :func:`ems.dispatch.share_floors`,
+        the rule the study shares)."""
+        states, rules, cars = [], {}, []
+        for u in self.links.units:
+            s = u.state
+            if s is None:
+                continue
+            c = u.charger
+            v = self.tracker.vehicle_on(u, s)
+            cap = (v.capacity_kwh if v is not None else s.capacity_kwh) or 0.0
+            soc = (s.soc_pct or 0.0) / 100 * cap
+            vmax_c = v.max_charge_kw if v is not None and v.max_charge_kw is not None else math.inf
+            vmax_d = v.max_discharge_kw if v is not None and v.max_discharge_kw is not None else math.inf
+            ok = s.plugged and cap > 0 and s.soc_pct is not None
+            unit = UnitState(c.id, ok, soc, min(c.max_charge_kw, s.max_charge_kw, vmax_c),
+                             min(c.max_discharge_kw, s.max_discharge_kw, vmax_d),
+                             c.charge_efficiency_pct / 100, c.discharge_efficiency_pct / 100,
+                             s.charge_kw, s.discharge_kw)
+            states.append(unit)
+            min_kwh = (v.min_soc_pct if v is not None else (s.soc_min_pct or 0.0)) / 100 * cap
+            rules[c.id] = UnitRules(min_kwh)
+            if ok:
+                target, hours = 0.0, math.inf
+                dep = self.tracker.departure(v, now) if v is not None else None
+                if dep is not None:   # one tick less: what this tick discharges cannot be charged back within it
+                    target, hours = dep[0], max(dep[1] - self.host.dispatch_interval_s / 3600, 0.0)
+                cars.append(PluggedCar(c.id, soc, min_kwh, cap, unit.discharge_efficiency, target, hours,
+                                       unit.max_charge_kw, unit.charge_efficiency))
+        return states, rules, cars, self._reserve_kwh(now, following_plan)
+
+    def _record(self, now: pd.Timestamp, setpoints: list[Setpoint], site_kw: float) -> None:
+        """Telemetry: one row per unit (unreachable units too), then the restart state."""
+        sp = {s.charger_id: s for s in setpoints}
+        rows = []
+        stats = self.host.stats
+        tick_h = self.host.dispatch_interval_s / 3600
+        for u in self.links.units:
+            s, p = u.state, sp.get(u.charger.id)
+            v = self.tracker.vehicle_on(u, s) if s is not None else None
+            soc = None if s is None or v is None or s.soc_pct is None else s.soc_pct / 100 * v.capacity_kwh
+            if s is not None:
+                stats.charged_kwh += s.charge_kw * tick_h
+                stats.discharged_kwh += s.discharge_kw * tick_h
+            rows.append({"device": u.charger.id, "plugged": None if s is None else s.plugged, "soc_kwh": soc,
+                         "charge_kw": None if s is None else s.charge_kw,
+                         "discharge_kw": None if s is None else s.discharge_kw,
+                         "setpoint_charge_kw": p.charge_kw if p else None,
+                         "setpoint_discharge_kw": p.discharge_kw if p else None,
+                         "site_import_kw": site_kw, "grid_up": self.tracker.grid_up,
+                         "reason": (p.reason if p else "unreachable") if s is not None else "unreachable"})
+        self.host.store.record_telemetry(now, rows)
+        self.tracker.persist(now)
