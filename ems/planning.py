@@ -129,10 +129,11 @@ def on_grid(series: pd.Series, index: pd.DatetimeIndex, name: str) -> np.ndarray
     """
     if not isinstance(series, pd.Series) or not isinstance(series.index, pd.DatetimeIndex) or series.index.tz is None:
         raise _bad(name, type(series).__name__, "expected a pandas Series indexed by time-zone aware timestamps")
-    s = series.sort_index()
-    s = s[~s.index.duplicated(keep="first")]
+    s = series if series.index.is_monotonic_increasing else series.sort_index()
+    if not s.index.is_unique:
+        s = s[~s.index.duplicated(keep="first")]
     step = index[1] - index[0] if len(index) > 1 else pd.Timedelta(index.freq)
-    sstep = s.index.to_series().diff().min() if len(s) > 1 else step
+    sstep = pd.Timedelta(int(np.diff(s.index.asi8).min()), s.index.unit) if len(s) > 1 else step
     if sstep >= step:
         pos = s.index.searchsorted(index, side="right") - 1
         ok = (pos >= 0) & (index < s.index[np.clip(pos, 0, None)] + sstep)
@@ -286,8 +287,10 @@ def block_spec(cfg: SiteConfig, index: pd.DatetimeIndex, state: SiteState) -> Bl
 def build_problem(cfg: SiteConfig, start: pd.Timestamp, pv_kw: pd.Series, load_kw: pd.Series, state: SiteState,
                   outage: tuple[pd.Timestamp, pd.Timestamp] | None = None, hours: float | None = None,
                   stays: Mapping[str, Sequence[Stay]] | None = None,
-                  peak_uplift_kw: pd.Series | None = None) -> PlanProblem:
+                  peak_uplift_kw: pd.Series | None = None,
+                  is_holiday: Callable[[dt.date], bool] | None = None) -> PlanProblem:
     """The model data of one re-plan (see the module docstring); ``stays`` as in :func:`vehicle_specs`;
+    ``is_holiday`` the tariff's calendar (:func:`holiday_calendar`; a planner keeps one);
     ``peak_uplift_kw`` the load allowed for above the forecast in the demand windows (see :func:`demand_spec`)."""
     index = plan_index(cfg, start, hours)
     T = len(index)
@@ -308,8 +311,8 @@ def build_problem(cfg: SiteConfig, start: pd.Timestamp, pv_kw: pd.Series, load_k
     if cfg.outage.reserve_hours > 0 and cfg.load.critical_kw > 0 and cfg.vehicles:
         reserve = reserve_requirement_kwh(cfg.load.critical_kw, pv, dt_h, cfg.outage.reserve_hours)
     terminal = cfg.planner.terminal_value_per_kwh
-    if terminal is None:
-        terminal = float(np.mean(tariff.import_price(index, state.month_import_kwh)))
+    if terminal is None:   # without blocks the price does not depend on the month's use: reuse it
+        terminal = float(np.mean(import_price if blocks is None else tariff.import_price(index, state.month_import_kwh)))
     end = index[-1] + (index[1] - index[0] if T > 1 else pd.Timedelta(minutes=cfg.planner.step_minutes))
     bounds = list(index) + [end]
     fmt = "%H:%M" if bounds[-1] - bounds[0] <= pd.Timedelta(hours=24) and bounds[0].date() == bounds[-1].date() else "%a %H:%M"
@@ -317,7 +320,7 @@ def build_problem(cfg: SiteConfig, start: pd.Timestamp, pv_kw: pd.Series, load_k
         dt_h=dt_h, pv_kw=pv, load_kw=load, import_price=np.asarray(import_price, dtype=float),
         export_price=np.asarray(tariff.export_rate(index), dtype=float),
         import_limit_kw=np.full(T, cfg.grid.import_limit_kw), export_limit_kw=np.full(T, cfg.grid.export_limit_kw),
-        chargers=charger_specs(cfg), vehicles=vehicle_specs(cfg, index, state, holiday_calendar(tariff), stays),
+        chargers=charger_specs(cfg), vehicles=vehicle_specs(cfg, index, state, is_holiday or holiday_calendar(tariff), stays),
         vehicle_export_allowed=cfg.grid.vehicle_export_allowed, demand=demand_spec(cfg, index, state, uplift), blocks=blocks,
         reserve_kwh=reserve, reserve_soft=cfg.outage.mode == "soft",
         reserve_penalty_per_kwh_h=cfg.outage.soft_penalty_per_kwh, outage=mask if outage is not None else None,
@@ -427,6 +430,16 @@ def _frames(problem: PlanProblem, index: pd.DatetimeIndex, v: Values) -> tuple[p
     return schedule, assign
 
 
+def _schedule_peak_kw(problem: PlanProblem, index: pd.DatetimeIndex, import_kw: np.ndarray, tariff: Tariff) -> float:
+    """:func:`window_peak_kw` from the problem's own demand windows where it has them (no pandas) [kW]."""
+    d = problem.demand
+    if d is None:
+        return window_peak_kw(index, import_kw, tariff)
+    n = np.bincount(d.window_of_step, minlength=d.n_windows)
+    kw = np.bincount(d.window_of_step, weights=import_kw, minlength=d.n_windows)
+    return float((kw[n > 0] / n[n > 0]).max())
+
+
 def window_peak_kw(index: pd.DatetimeIndex, import_kw: np.ndarray, tariff: Tariff) -> float:
     """Largest average import over the fixed :00/:30 windows the plan covers [kW] (partial windows:
     over the part covered)."""
@@ -449,6 +462,7 @@ class Planner:
     def __init__(self, cfg: SiteConfig, options: SolveOptions | None = None):
         self.cfg = cfg
         self.session = Session(options or solve_options(cfg))
+        self.is_holiday = holiday_calendar(cfg.tariff)   # cached across re-plans
 
     def plan(self, start: pd.Timestamp, pv_kw: pd.Series, load_kw: pd.Series, state: SiteState, *,
              outage: tuple[pd.Timestamp, pd.Timestamp] | None = None, hours: float | None = None,
@@ -462,7 +476,8 @@ class Planner:
         Raises :class:`~ems.errors.DataError` for invalid inputs; never for an infeasible or failed solve.
         """
         t0 = time.perf_counter()
-        problem = build_problem(self.cfg, start, pv_kw, load_kw, state, outage, hours, stays, peak_uplift_kw)
+        problem = build_problem(self.cfg, start, pv_kw, load_kw, state, outage, hours, stays, peak_uplift_kw,
+                                self.is_holiday)
         req = requirements(problem)
         prep = time.perf_counter() - t0
         messages = [f.text for f in req.findings]
@@ -516,7 +531,7 @@ class Planner:
             penalty_cost=cost.penalty,
             terminal_value=cost.terminal_value, fixed_cost=fixed,
             bill_cost=cost.energy + cost.demand + fixed - cost.export_credit,
-            peak_kw=window_peak_kw(index, values.imp, self.cfg.tariff), unserved_kwh=cost.unserved_kwh,
+            peak_kw=_schedule_peak_kw(problem, index, values.imp, self.cfg.tariff), unserved_kwh=cost.unserved_kwh,
             month_peaks_kw=cost.month_peaks_kw,
             final_soc_kwh={veh.id: float(values.soc[vi, -1]) for vi, veh in enumerate(problem.vehicles)},
             build_seconds=build_s, solve_seconds=solve_s,

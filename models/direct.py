@@ -386,19 +386,23 @@ def add_settlement(m: _Matrix, problem: PlanProblem, vals: dict[str, Any]) -> No
     rows ``settle_net`` (stay segments S, :func:`models.data.stay_segments`).
 
     settle[s] - price_s * sum_{p of v(s), t in s} (dis[p,t]/eta_d - eta_c*ch[p,t]) * dt >= price_s * before_s,
-    settle[s] >= 0 (see :func:`models.formulation.add_settlement`).
+    settle[s] >= 0 (see :func:`models.formulation.add_settlement`). Each row names every step of the
+    horizon, with explicit zeros outside its stay, so a re-plan whose stays moved by a step keeps
+    the model's pattern and is updated in place (a few coefficients) instead of rebuilt.
     """
     segs = stay_segments(problem)
     ps = pairs(problem)
     dt = problem.dt_h
+    steps = np.arange(problem.n_steps)
     settle = m.var("settle", (len(segs),), 0.0, INF)
     r = m.con("settle_net", (len(segs),), vals["settle_rhs"], INF)
     m.add(r, settle, 1.0)
     for s, g in enumerate(segs):
+        inside = (steps >= g.t0) & (steps < g.t1)
         for i, p in enumerate(ps):
             if p.v == g.v:
-                m.add(np.full(g.t1 - g.t0, r[s]), m.cols["dis"][i, g.t0:g.t1], -g.price * dt / p.eta_d)
-                m.add(np.full(g.t1 - g.t0, r[s]), m.cols["ch"][i, g.t0:g.t1], g.price * dt * p.eta_c)
+                m.add(r[s], m.cols["dis"][i], np.where(inside, -g.price * dt / p.eta_d, 0.0))
+                m.add(r[s], m.cols["ch"][i], np.where(inside, g.price * dt * p.eta_c, 0.0))
 
 
 def add_demand(m: _Matrix, problem: PlanProblem, vals: dict[str, Any]) -> None:
