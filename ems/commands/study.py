@@ -1,7 +1,8 @@
 """``ems study``: a span of a site's data under tariffs x strategies; summary.json, report.html, PNGs.
 
 ``ems study --config CONFIG --data YEAR.csv [--tariff A.yaml ...] [--strategy building,none,rule,mpc,oracle]
-[--out DIR] [--workers N] [--scheduler ADDRESS] [--sites DIR] [--seed N --stochastic]``
+[--out DIR] [--workers N] [--scheduler ADDRESS] [--sites DIR] [--seed N --stochastic]
+[--weather-forecast noisy|FILE.csv [--seed N] [--weather-actual WEATHER.csv]]``
 """
 
 from __future__ import annotations
@@ -37,7 +38,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--scheduler", metavar="ADDRESS", help="run on this Dask distributed scheduler (tcp://host:8786)")
     p.add_argument("--stochastic", action="store_true", help="draw vehicle arrivals, departures and trips around "
                                                              "the configured windows (needs --seed)")
-    p.add_argument("--seed", type=int, metavar="N", help="seed of the drawn vehicle stays")
+    p.add_argument("--seed", type=int, metavar="N", help="seed of the drawn vehicle stays (with --stochastic) and of "
+                                                         "the noisy weather forecast (with --weather-forecast noisy)")
+    p.add_argument("--weather-forecast", metavar="noisy|FILE.csv",
+                   help="the weather forecast mpc is given at each step (default: none): 'noisy' (the actual weather "
+                        "plus seeded errors growing with lead time; needs --seed) or a recorded forecast CSV "
+                        "(issued_at or lead_h, timestamp, ghi_wm2, temp_air_c[, dni_wm2, dhi_wm2, wind_speed_ms])")
+    p.add_argument("--weather-actual", metavar="WEATHER.csv",
+                   help="the actual weather of the span (timestamp, ghi_wm2, temp_air_c, ...) for --weather-forecast "
+                        "(default: pvlib's TMY3 year moved to the site, the weather the shipped office and shelter "
+                        "years were made from)")
     p.add_argument("--fill-gaps", action="store_true",
                    help="fill missing rows and empty cells from the same clock time on the nearest day (PV else 0)")
     p.add_argument("--no-report", action="store_true", help="write summary.json and series only (no plots)")
@@ -80,7 +90,8 @@ def run(args: argparse.Namespace) -> int:
             raise ConfigError(Problem(t, None, "--tariff", t, "no such tariff file"))
     summary, _ = run_study(site_list(args), args.tariff, strategies, args.out, args.workers, args.scheduler,
                            args.seed if args.stochastic else None, progress=True, report=not args.no_report,
-                           fill_gaps=args.fill_gaps)
+                           fill_gaps=args.fill_gaps, weather_forecast=args.weather_forecast, weather_seed=args.seed,
+                           weather_actual=args.weather_actual)
     if args.json:
         print(json.dumps(json.loads((Path(args.out) / "summary.json").read_text()), indent=2))
         return 0

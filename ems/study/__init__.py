@@ -22,16 +22,23 @@ __all__ = ["STRATEGIES", "Scenario", "ScenarioResult", "execute", "run_scenario"
 def run_study(sites: Sequence[tuple[str, str]], tariffs: Sequence[str] = (), strategies: Sequence[str] = STRATEGIES,
               out: str | Path | None = None, workers: int = 1, scheduler: str | object | None = None,
               seed: int | None = None, progress: bool = False, report: bool = True,
-              fill_gaps: bool = False) -> tuple[dict, list[ScenarioResult]]:
+              fill_gaps: bool = False, weather_forecast: str | None = None, weather_seed: int | None = None,
+              weather_actual: str | None = None) -> tuple[dict, list[ScenarioResult]]:
     """Simulate every (site config, data CSV) x tariff x strategy; write the outputs to ``out``.
+    ``weather_forecast``: what ``mpc`` is told of the weather (None, ``noisy`` with ``weather_seed``,
+    or a recorded forecast CSV; :mod:`ems.study.weather`).
 
     Returns (summary dict as written to summary.json, the scenario results).
     """
     t0 = time.perf_counter()
-    items = scenarios(list(sites), list(tariffs), list(strategies), seed, fill_gaps)
+    items = scenarios(list(sites), list(tariffs), list(strategies), seed, fill_gaps, weather_forecast, weather_seed,
+                      weather_actual)
     results = execute(items, workers, scheduler, progress)
     meta = {"sites": [{"config": str(c), "data": str(d)} for c, d in sites], "tariffs": [str(t) for t in tariffs],
             "strategies": list(strategies), "seed": seed, "stochastic": seed is not None, "fill_gaps": fill_gaps,
+            "weather_forecast": None if weather_forecast is None else str(weather_forecast),
+            "weather_seed": weather_seed if weather_forecast is not None else None,
+            "weather_actual": None if weather_actual is None else str(weather_actual),
             "workers": workers, "scheduler": None if scheduler is None else str(scheduler),
             "wall_seconds": time.perf_counter() - t0}
     summary = summarise(results, meta)

@@ -86,6 +86,7 @@ def summarise(results: list[ScenarioResult], meta: dict) -> dict:
             _savings(group, lambda s: s["bill"]["total"], "saving_vs_none", "share_of_oracle_saving")
             _savings(group, lambda s: s["bill_plus_settlement"], "settled_saving_vs_none", "share_of_oracle_settled_saving")
             _savings(group, lambda s: s["net_cost"], "net_saving_vs_none", "share_of_oracle_net_saving")
+            _peak_gap(group)
     cfgs = {(site_label(r.scenario.config), tariff_label(r.scenario.tariff)): site_config(r.scenario.config, r.scenario.tariff)
             for r in results}
     heads = {site: {tariff: headline(group, cfgs[site, tariff]) for tariff, group in tariffs.items()}
@@ -167,6 +168,15 @@ def _savings(group: dict, cost, saving_key: str, share_key: str) -> None:
         s[saving_key] = base - cost(s)
         if best is not None and base - best > SHARE_MIN_SAVING:
             s[share_key] = (base - cost(s)) / (base - best)
+
+
+def _peak_gap(group: dict) -> None:
+    """``peak_gap_kw`` in mpc's figures when the oracle ran too: per billing month, mpc's peak minus
+    the oracle's [kW] (what perfect foresight would have shaved off that month's peak on top)."""
+    if DEPLOYABLE not in group or BOUND not in group:
+        return
+    mpc, oracle = group[DEPLOYABLE]["monthly_peaks_kw"], group[BOUND]["monthly_peaks_kw"]
+    group[DEPLOYABLE]["peak_gap_kw"] = {m: mpc[m] - oracle[m] for m in mpc if m in oracle}
 
 
 def _plain(x):

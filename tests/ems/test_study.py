@@ -438,3 +438,138 @@ def test_cli_prints_the_plain_summary_above_a_table_with_the_settlement(tmp_path
                               f"{f[s]['bill_plus_settlement']:,.0f}"]
     assert "settlement: the drivers'" in table_part
     assert max(len(line) for line in text.splitlines()) <= 150
+
+
+# ----- weather forecasts for mpc (ems.study.weather) and the noisy office year ----------------------
+
+def test_noisy_weather_forecast_is_seeded_and_changes_only_what_mpc_is_told(office_days, tmp_path, monkeypatch):
+    """--weather-forecast noisy: the same seed gives the same forecasts, another seed others; mpc's PV
+    forecast differs from the no-weather one and, with the errors set to zero, is the actual PV (the
+    shipped office PV was made from that weather); a forecast changes only when a new issue arrives;
+    a recorded file (issued_at or lead_h flavour) gives what it recorded."""
+    from ems.forecast import SiteForecaster
+    from ems.study import weather as W
+    from ems.study.run import mpc_history, site_span
+    cfg = load_site(OFFICE)
+    span = site_span(OFFICE, None, office_days)
+    history = mpc_history(cfg, span)
+
+    def make(seed):
+        return W.weather_forecaster(cfg, history, span.index, span.end, "noisy", seed)
+    a, b, c = make(5), make(5), make(6)
+    plain = SiteForecaster(cfg, history)
+    for now in (pd.Timestamp("2024-03-05T09:00+09:00"), pd.Timestamp("2024-03-06T13:30+09:00")):
+        fa, fb, fc = a.forecast(now, 48), b.forecast(now, 48), c.forecast(now, 48)
+        assert np.array_equal(fa.pv_kw.to_numpy(), fb.pv_kw.to_numpy())
+        assert np.array_equal(fa.load_kw.to_numpy(), fb.load_kw.to_numpy())
+        assert not np.allclose(fa.pv_kw.to_numpy(), fc.pv_kw.to_numpy(), atol=0.05)
+        assert not np.allclose(fa.pv_kw.to_numpy(), plain.forecast(now, 48).pv_kw.to_numpy(), atol=0.05)
+        assert fa.meta["pv_source"] == "weather" and fa.meta["pv_intervals_without_weather"] == 0
+        assert fa.meta["temperature"]["used"]
+        issue = now.tz_convert("UTC").floor(f"{W.ISSUE_EVERY_HOURS}h")
+        assert a.archive.available(now) is a.archive.available(issue)           # nothing new between issues
+        assert not a.archive.available(issue - pd.Timedelta(minutes=30)).equals(a.archive.available(issue))
+    v = a.describe["verification"]
+    assert v["0-6h"]["ghi_rmse_wm2"] < v["24-48h"]["ghi_rmse_wm2"] and 0.5 < v["24-48h"]["temp_air_rmse_k"] < 2.5
+
+    monkeypatch.setattr(W, "SIGMA_K", (0.0, 0.0))
+    monkeypatch.setattr(W, "SIGMA_T", (0.0, 0.0))
+    perfect = make(5)
+    now = pd.Timestamp("2024-03-05T09:00+09:00")
+    fc = perfect.forecast(now, 24)
+    actual = pd.Series(span.pv_kw, index=span.index.tz_convert("UTC")).reindex(fc.pv_kw.index)
+    assert np.nanmax(np.abs(fc.pv_kw.to_numpy() - actual.to_numpy())) < 0.15            # 30 kWp; the data have 3 decimals
+    assert np.nanmax(np.abs(plain.forecast(now, 24).pv_kw.to_numpy() - actual.to_numpy())) > 2.0
+
+    # recorded forecasts: the noisy archive written and read back, with issued_at or with lead_h
+    path = a.archive.to_csv(tmp_path / "forecast.csv", zone="Asia/Tokyo")
+    rec = W.read_forecast_csv(path)
+    raw = pd.read_csv(path)
+    lead = raw.drop(columns="issued_at")
+    lead.insert(0, "lead_h", (pd.to_datetime(raw["timestamp"], utc=True) - pd.to_datetime(raw["issued_at"], utc=True))
+                / pd.Timedelta(hours=1))
+    lead.sample(frac=1.0, random_state=0).to_csv(tmp_path / "lead.csv", index=False)   # any row order
+    by_lead = W.read_forecast_csv(tmp_path / "lead.csv")
+    for now in (pd.Timestamp("2024-03-05T09:00+09:00"), pd.Timestamp("2024-03-06T20:00+09:00")):
+        want = a.archive.available(now)
+        for got in (rec.available(now), by_lead.available(now)):
+            assert got.index.equals(want.index)
+            np.testing.assert_allclose(got[["ghi", "temp_air"]].to_numpy(), want[["ghi", "temp_air"]].to_numpy(), atol=1e-3)
+    from_file = W.weather_forecaster(cfg, history, span.index, span.end, str(tmp_path / "lead.csv"), None)
+    now = pd.Timestamp("2024-03-06T13:30+09:00")
+    np.testing.assert_allclose(from_file.forecast(now, 48).pv_kw.to_numpy(), a.forecast(now, 48).pv_kw.to_numpy(), atol=0.01)
+    bad = raw.drop(columns="temp_air_c")
+    bad.to_csv(tmp_path / "bad.csv", index=False)
+    with pytest.raises(DataError) as err:
+        W.read_forecast_csv(tmp_path / "bad.csv")
+    assert "bad.csv" in str(err.value) and "temp_air_c" in str(err.value)
+    pd.concat([raw, raw.iloc[:1]]).to_csv(tmp_path / "dup.csv", index=False)
+    with pytest.raises(DataError) as err:
+        W.read_forecast_csv(tmp_path / "dup.csv")
+    assert "more than once" in str(err.value)
+
+
+def test_study_with_a_weather_forecast_keeps_the_data_and_reports_peak_gap_and_refills(study, office_days, tmp_path, capsys):
+    """ems study --weather-forecast noisy --seed N: the simulated site sees the same actual data and the
+    oracle is unchanged, mpc's plans change; summary.json gives mpc's per-month peak gap to the oracle
+    and the peaks it set refilling cars, and says which forecast mpc had."""
+    _, plain_summary, plain = study
+    assert set(figures(plain_summary)["mpc"]["peak_gap_kw"]) == {"2024-03"}
+    out = tmp_path / "out"
+    assert main(["study", "--config", OFFICE, "--data", office_days, "--strategy", "mpc,oracle", "--out", str(out),
+                 "--workers", "1", "--no-report", "--weather-forecast", "noisy", "--seed", "5"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["study"]["weather_forecast"] == "noisy" and summary["study"]["weather_seed"] == 5
+    assert summary["study"]["stochastic"] is False and summary["study"]["seed"] is None   # stays not drawn
+    f = figures(summary)
+    m, o = f["mpc"], f["oracle"]
+    assert m["weather_forecast"]["kind"] == "noisy" and m["weather_forecast"]["seed"] == 5
+    assert set(m["peak_gap_kw"]) == set(m["monthly_peaks_kw"]) == set(m["peaks_set_by_refill"]) == {"2024-03"}
+    assert m["peak_gap_kw"]["2024-03"] == pytest.approx(m["monthly_peaks_kw"]["2024-03"] - o["monthly_peaks_kw"]["2024-03"])
+    assert isinstance(m["peaks_set_by_refill"]["2024-03"], int) and "peak_gap_kw" not in o
+    assert o["bill"]["total"] == figures(plain_summary)["oracle"]["bill"]["total"]
+    series = pd.read_csv(out / "series" / "office-v2b--config--mpc.csv")
+    np.testing.assert_array_equal(series["load_kw"].to_numpy(), plain["mpc"].load_kw)
+    np.testing.assert_array_equal(series["pv_kw"].to_numpy(), plain["mpc"].pv_kw)
+    assert not np.array_equal(series["import_kw"].to_numpy(), plain["mpc"].import_kw)
+    assert m["departure_targets_missed"] == 0 and m["plans"] == 4 * 48
+    capsys.readouterr()
+    assert main(["study", "--config", OFFICE, "--data", office_days, "--weather-forecast", "noisy",
+                 "--out", str(tmp_path / "x")]) == 2
+    assert "--seed" in capsys.readouterr().err
+    assert main(["study", "--config", OFFICE, "--data", office_days, "--weather-forecast", str(tmp_path / "nope.csv"),
+                 "--out", str(tmp_path / "x")]) == 2
+    assert "nope.csv" in capsys.readouterr().err
+
+
+def test_noisy_office_year_is_seeded_cools_only_when_hot_and_occupied_and_has_surprises():
+    import sys
+    sys.path.insert(0, str(ROOT / "configs" / "data"))
+    import make_noisy_office as N
+    a, b, c = N.noisy_office_year(1), N.noisy_office_year(1), N.noisy_office_year(2)
+    assert a.frame.equals(b.frame) and a.surprises == b.surprises
+    assert not np.allclose(a.frame["load_kw"], c.frame["load_kw"]) and a.surprises != c.surprises
+    f = a.frame
+    shipped = pd.read_csv(ROOT / "configs/data/office-2024-30min.csv")
+    assert len(f) == len(shipped) == 366 * 48
+    np.testing.assert_array_equal(f["pv_kw"].to_numpy(), shipped["pv_kw"].to_numpy())
+    np.testing.assert_allclose(f["load_kw"], f["base_kw"] * f["occupancy"] + f["cooling_kw"] + f["surprise_kw"])
+    # cooling only while occupied (working days 08-18) and above 24 degC, 1 kW per K there
+    cooling = f["cooling_kw"] > 0
+    assert cooling.sum() > 1000
+    assert f["occupied"][cooling].all() and (f["temp_air_c"][cooling] > 24).all()
+    hot = f["occupied"] & (f["temp_air_c"] > 24)
+    np.testing.assert_allclose(f["cooling_kw"][hot], (f["temp_air_c"][hot] - 24) * 3.0 / 3.0)
+    assert not cooling[f.index.day_of_week >= 5].any() and not cooling[(f.index.hour < 8) | (f.index.hour >= 18)].any()
+    assert not cooling[f.index.normalize() == pd.Timestamp("2024-07-15", tz="Asia/Tokyo")].any()   # Marine Day
+    occ = f["occupancy"]
+    assert 0.05 < occ.std() < 0.2 and abs(occ.mean() - 1) < 0.01
+    # two surprise afternoons a month June-September: 8-12 kW for 2-4 h from 12:00-15:00 on working days
+    s = a.surprises
+    assert len(s) == 8 and sorted({x.start.month for x in s}) == [6, 7, 8, 9]
+    for x in s:
+        assert 8 <= x.kw <= 12 and 2 <= x.hours <= 4 and 12 <= x.start.hour + x.start.minute / 60 <= 15
+        assert x.start.day_of_week < 5
+        at = (f.index >= x.start) & (f.index < x.start + pd.Timedelta(hours=x.hours))
+        assert np.allclose(f["surprise_kw"][at], x.kw) and at.sum() == x.hours * 2
+    assert f["surprise_kw"].sum() == pytest.approx(sum(x.kw * x.hours * 2 for x in s))
