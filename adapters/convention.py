@@ -38,3 +38,17 @@ def from_device_w(device_w: float, sign: str) -> tuple[float, float]:
     """Product pair (in_kw, out_kw), both >= 0, for a signed device power [W]."""
     out_w = device_w if _POSITIVE_IS_OUT[sign] else -device_w
     return (max(-out_w, 0.0) / 1000.0, max(out_w, 0.0) / 1000.0)
+
+
+# ----- SOC: devices report (and take) it in percent of the battery's capacity --------------------
+# The one place a device's percent SOC meets the product's energy [kWh]; the adapters, the
+# simulator and the daemon (reading adapter states) convert through these two functions.
+
+def soc_kwh(soc_pct: float, capacity_kwh: float) -> float:
+    """Energy [kWh] of a device SOC [%] of ``capacity_kwh``."""
+    return soc_pct / 100.0 * capacity_kwh
+
+
+def soc_pct(kwh: float, capacity_kwh: float) -> float:
+    """Device SOC [%] of ``kwh`` in a battery of ``capacity_kwh``."""
+    return 100.0 * kwh / capacity_kwh

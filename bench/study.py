@@ -63,6 +63,10 @@ def main() -> None:
         "share_of_oracle_saving": {s: None if x["share_of_oracle_saving"] is None else round(x["share_of_oracle_saving"], 4)
                                    for s, x in f.items()},
         "mpc_share_target": 0.85,
+        "driver_settlement_jpy": {s: round(x["driver_settlement"]) for s, x in f.items()},
+        "net_cost_jpy": {s: round(x["net_cost"]) for s, x in f.items()},
+        "share_of_oracle_net_saving": {s: None if x["share_of_oracle_net_saving"] is None
+                                       else round(x["share_of_oracle_net_saving"], 4) for s, x in f.items()},
         "departure_targets_missed": {s: x["departure_targets_missed"] for s, x in f.items()},
         "reserve_breaches": {s: x["reserve_breaches"] for s, x in f.items()},
         "outage_median_hours": {s: x["outage_survival"].get("median_hours") for s, x in f.items()},

@@ -36,9 +36,9 @@ import pandas as pd
 from ems.errors import DataError, Problem
 from ems.tariff import _MONTH as _MONTH_RE
 from ems.tariff import Tariff
+from ems.timegrid import WINDOW, divides_window, month_start, ns_into_window
+from ems.timegrid import month_add as month_add  # re-exported: tests and callers import it from here
 from ems.timeseries import read_csv_raw, read_series_csv, to_numbers
-
-WINDOW = pd.Timedelta(minutes=30)  # Japanese demand metering: fixed 30-minute windows at :00 and :30
 
 
 @dataclass
@@ -86,12 +86,6 @@ class Bill:
     def peaks(self) -> dict[str, float]:
         """Each billed month's peak [kW]: the history to carry into the next bill."""
         return {m.month: m.peak_kw for m in self.months}
-
-
-def month_add(month: str, k: int) -> str:
-    """The month ``k`` months after ``"YYYY-MM"`` (k may be negative)."""
-    n = int(month[:4]) * 12 + int(month[5:7]) - 1 + k
-    return f"{n // 12:04d}-{n % 12 + 1:02d}"
 
 
 # ----- reading ---------------------------------------------------------------------------------
@@ -191,7 +185,7 @@ def meter_step(meter: pd.DataFrame) -> pd.Timedelta:
         raise DataError(Problem(where, None, "timestamp", len(idx), "need at least two intervals to know the step"))
     d = np.diff(idx.as_unit("ns").asi8)  # in ns whatever the index's resolution
     step = pd.Timedelta(int(d[d > 0].min()) if (d > 0).any() else 0, unit="ns")
-    if step <= pd.Timedelta(0) or WINDOW % step != pd.Timedelta(0):
+    if not divides_window(step):
         raise DataError(Problem(where, None, "timestamp", str(step),
                                 "step does not divide 30 minutes; allowed steps: 1, 5, 10, 15 or 30 minutes..."))
     bad = np.flatnonzero(d != step.value)
@@ -222,12 +216,7 @@ def window_demand_kw(meter: pd.DataFrame, tariff: Tariff, *,
     """
     step = meter_step(meter)
     local = meter.index.tz_convert(tariff.zone)
-    def part(values: object) -> np.ndarray:
-        return np.asarray(values, dtype=np.int64)
-
-    # time since the start of the enclosing :00/:30 window, in ns
-    into_ns = ((part(local.minute) % 30) * 60 + part(local.second)) * 1_000_000_000 \
-        + part(local.microsecond) * 1000 + part(local.nanosecond)
+    into_ns = ns_into_window(local)   # time since the start of the enclosing :00/:30 window
     off_grid = np.flatnonzero(into_ns % step.value)
     if off_grid.size:
         raise DataError([_problem(meter, int(i), "timestamp", local[i].isoformat(),
@@ -322,8 +311,8 @@ def _block_lines(tariff: Tariff, kwh: float) -> tuple[dict[str, float], dict[str
 
 def _month_is_partial(month: str, first: pd.Timestamp, end: pd.Timestamp, tariff: Tariff) -> bool:
     """Whether the data [first, end) covers only part of ``month`` (tariff-local)."""
-    m0 = pd.Timestamp(f"{month}-01").tz_localize(tariff.zone)
-    m1 = pd.Timestamp(f"{month_add(month, 1)}-01").tz_localize(tariff.zone)
+    m0 = month_start(month, tariff.zone)
+    m1 = month_start(month_add(month, 1), tariff.zone)
     return bool(first > m0 or end < m1)
 
 

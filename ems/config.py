@@ -79,6 +79,22 @@ class PvArray(Strict):
     ac_capacity_kw: float | None = Field(default=None, gt=0)
     temperature_coefficient_pct_per_c: float = Field(default=-0.37, ge=-1, le=0)
 
+    # Fractions for the code inside (the YAML keys stay in percent).
+    @property
+    def dc_loss(self) -> float:
+        """DC losses as a fraction (``dc_loss_pct`` / 100)."""
+        return self.dc_loss_pct / 100
+
+    @property
+    def inverter_efficiency(self) -> float:
+        """Inverter efficiency as a fraction (``inverter_efficiency_pct`` / 100)."""
+        return self.inverter_efficiency_pct / 100
+
+    @property
+    def temperature_coefficient_per_c(self) -> float:
+        """Power temperature coefficient [1/degC] (``temperature_coefficient_pct_per_c`` / 100)."""
+        return self.temperature_coefficient_pct_per_c / 100
+
 
 class Circuit(Strict):
     """A critical circuit kept alive in an outage (Kobe model: chosen before the disaster)."""
@@ -182,6 +198,16 @@ class Charger(Strict):
     islanded_rating_kw: float = Field(default=0.0, ge=0, le=50)
     adapter: Adapter = Field(default_factory=lambda: SimulatorAdapter(kind="simulator"))
 
+    @property
+    def charge_efficiency(self) -> float:
+        """Grid-to-battery efficiency as a fraction (``charge_efficiency_pct`` / 100)."""
+        return self.charge_efficiency_pct / 100
+
+    @property
+    def discharge_efficiency(self) -> float:
+        """Battery-to-grid efficiency as a fraction (``discharge_efficiency_pct`` / 100)."""
+        return self.discharge_efficiency_pct / 100
+
 
 class PlugWindow(Strict):
     """A weekly window in which a vehicle is plugged in.
@@ -279,11 +305,30 @@ class Vehicle(Strict):
         """Price per kWh of the driver settlement [currency/kWh]; None for the site's own car."""
         return self.energy_price_per_kwh if self.owner == "driver" else None
 
+    # Energies for the code inside (the YAML keys stay in percent of capacity_kwh).
+    def pct_kwh(self, pct: float) -> float:
+        """Energy [kWh] of ``pct`` percent of this vehicle's capacity: the one percent-to-kWh conversion."""
+        return pct / 100 * self.capacity_kwh
+
+    @property
+    def min_soc_kwh(self) -> float:
+        """The driver's minimum SOC [kWh] (``min_soc_pct`` of ``capacity_kwh``)."""
+        return self.pct_kwh(self.min_soc_pct)
+
+    @property
+    def max_soc_kwh(self) -> float:
+        """The maximum SOC [kWh] (``max_soc_pct`` of ``capacity_kwh``)."""
+        return self.pct_kwh(self.max_soc_pct)
+
+    def arrival_kwh(self, window: PlugWindow) -> float | None:
+        """Energy expected on arrival in ``window`` [kWh] (``arrival_soc_pct``), None when not given."""
+        return None if window.arrival_soc_pct is None else self.pct_kwh(window.arrival_soc_pct)
+
     @model_validator(mode="after")
     def _soc_order(self) -> Vehicle:
         if self.min_soc_pct >= self.max_soc_pct:
             raise ValueError(f"min_soc_pct ({self.min_soc_pct}) must be below max_soc_pct ({self.max_soc_pct})")
-        max_kwh = self.max_soc_pct / 100 * self.capacity_kwh
+        max_kwh = self.max_soc_kwh
         for i, w in enumerate(self.windows):
             need = self.target_kwh(w)
             if need > max_kwh + 1e-9:
@@ -295,9 +340,9 @@ class Vehicle(Strict):
     def target_kwh(self, window: PlugWindow) -> float:
         """Energy the vehicle must hold at the window's departure [kWh] (never above max SOC: validated)."""
         if window.departure_soc_pct is not None:
-            need = window.departure_soc_pct / 100 * self.capacity_kwh
+            need = self.pct_kwh(window.departure_soc_pct)
         else:
-            need = self.min_soc_pct / 100 * self.capacity_kwh + (window.departure_range_km or 0) / self.efficiency_km_per_kwh
+            need = self.min_soc_kwh + (window.departure_range_km or 0) / self.efficiency_km_per_kwh
         return need
 
 
@@ -327,6 +372,16 @@ class PlannerSection(Strict):
                     "forecast error (backtest of the last 6 weeks), so car energy is held for the load that may come; "
                     "null: the point forecast",
     )
+
+    @property
+    def mip_gap(self) -> float:
+        """The solver's relative MIP gap as a fraction (``mip_gap_pct`` / 100)."""
+        return self.mip_gap_pct / 100
+
+    @property
+    def peak_quantile(self) -> float | None:
+        """``peak_quantile_pct`` as a fraction (None: the point forecast)."""
+        return None if self.peak_quantile_pct is None else self.peak_quantile_pct / 100
 
     @model_validator(mode="after")
     def _whole_steps(self) -> PlannerSection:

@@ -173,8 +173,8 @@ def sim_site(cfg: SiteConfig, *, replay: str | Path | None = None, speed: float 
             v.id, v.capacity_kwh, v.min_soc_pct, v.max_soc_pct, v.max_charge_kw, v.max_discharge_kw,
             initial_soc_pct if initial_soc_pct is not None else (v.min_soc_pct + v.max_soc_pct) / 2) for v in vehicles)
         units.append(SimUnitParams(
-            c.id, ids[c.id], c.max_charge_kw, c.max_discharge_kw, c.charge_efficiency_pct / 100,
-            c.discharge_efficiency_pct / 100, c.islanded_rating_kw, ramp_pct_per_s, _profile_path(cfg, c.adapter.profile),
+            c.id, ids[c.id], c.max_charge_kw, c.max_discharge_kw, c.charge_efficiency,
+            c.discharge_efficiency, c.islanded_rating_kw, ramp_pct_per_s, _profile_path(cfg, c.adapter.profile),
             sim_vehicles, stay_source(cfg, vehicles), c.model or "V2H simulator"))
     source = replay if replay is not None else cfg.load.history_csv
     return SimSiteParams(tuple(units), METER_UNIT_ID, "sunspec-meter", cfg.load.critical_kw,

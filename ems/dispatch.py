@@ -18,7 +18,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field, replace
 
-WINDOW_H = 0.5  # Japanese demand is metered on fixed 30-minute windows
+from ems.timegrid import WINDOW_H  # Japanese demand is metered on fixed 30-minute windows
+
 #: discharge never takes a car below its floor within this many ticks, so one late tick (the unit
 #: keeps the last setpoint until the next) still leaves it at or above the floor
 FLOOR_TICKS = 2.0

@@ -68,7 +68,9 @@ class PlanSummary:
     ``driver_settlement`` what the site pays the drivers of driver-owned cars for the energy it
     takes from them, per stay on balance (the energy the plan adds earns it nothing: it never sells
     a driver a charge the driver did not ask for). ``peak_kw``: highest 30-minute average
-    import of the schedule; ``month_peaks_kw``: per billing month "YYYY-MM" [kW];
+    import of the schedule; ``month_peaks_kw``: per billing month "YYYY-MM", the peak the plan
+    prices (metered so far, the schedule, any allowance for forecast error) [kW];
+    ``planned_peaks_kw``: per month the schedule's own peak on the point forecast [kW];
     ``final_soc_kwh``: each vehicle's energy at the horizon end [kWh]; ``unserved_kwh`` critical
     load left unserved in a planned outage [kWh]. ``infeasible``: the requirements could not all be
     met together, so the plan was solved with each of them relaxed; ``relaxed`` the families
@@ -100,15 +102,18 @@ class PlanSummary:
     shortfalls: list[Shortfall] = field(default_factory=list)
     messages: list[str] = field(default_factory=list)
     months: int = 1
+    planned_peaks_kw: dict[str, float] = field(default_factory=dict)
 
     def shortfalls_of(self, kind: ShortfallKind) -> list[Shortfall]:
         """The shortfalls of one requirement family."""
         return [s for s in self.shortfalls if s.kind is kind]
 
     def peak_in(self, month: str) -> float:
-        """The plan's peak in billing month "YYYY-MM" [kW] (the whole plan's peak when the month is
-        not priced separately, e.g. without a demand charge)."""
-        return float(self.month_peaks_kw.get(month, self.peak_kw))
+        """The schedule's own peak in billing month "YYYY-MM" [kW]: its highest 30-minute average
+        import on the point forecast (``planned_peaks_kw``; ``month_peaks_kw`` also holds what was
+        metered and any allowance for forecast error); the whole plan's peak when the month is not
+        priced separately (no demand charge). The demand guard holds this level."""
+        return float(self.planned_peaks_kw.get(month, self.peak_kw))
 
     @property
     def departures_short(self) -> bool:
@@ -152,6 +157,7 @@ def add_up(parts: Iterable[PlanSummary], labels: Iterable[str]) -> PlanSummary:
         infeasible=any(p.infeasible for p in parts), relaxed=sorted({f for p in parts for f in p.relaxed}),
         peak_kw=max(p.peak_kw for p in parts),
         month_peaks_kw={k: v for p in parts for k, v in p.month_peaks_kw.items()},
+        planned_peaks_kw={k: v for p in parts for k, v in p.planned_peaks_kw.items()},
         final_soc_kwh=dict(parts[-1].final_soc_kwh),
         shortfalls=[s for p in parts for s in p.shortfalls],
         messages=[f"{label}: {m}" for p, label in zip(parts, labels) for m in p.messages],

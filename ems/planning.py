@@ -40,6 +40,9 @@ from ems.config import SiteConfig
 from ems.errors import DataError, Problem
 from ems.plan_summary import PlanStatus, PlanSummary, Shortfall, ShortfallKind, add_up
 from ems.tariff import Tariff
+from ems.timegrid import WINDOW as WINDOW  # re-exported: the demand window
+from ems.timegrid import WINDOW_H, is_whole, month_add, step_count, step_grid
+from ems.timegrid import window_starts as _window_starts
 from ems.vehicles import Stay, timeline
 from models import (
     SOFT_FAMILIES, BlockSpec, ChargerSpec, DemandSpec, PlanProblem, Requirements, Session, Solution, SolveOptions, Values,
@@ -49,8 +52,9 @@ from models import (
 
 log = logging.getLogger(__name__)
 
-WINDOW = pd.Timedelta(minutes=30)   # Japanese demand metering: fixed :00/:30 windows
-TOL_KWH = 1e-3                      # shortfalls below 1 Wh are not worth a message
+#: a plan's shortfall (missed target, SOC below minimum, reserve short, unserved load...) smaller
+#: than this [kWh] is solver round-off, not worth a message to people (1 Wh)
+MESSAGE_KWH = 1e-3
 
 
 @dataclass
@@ -110,14 +114,14 @@ def plan_index(cfg: SiteConfig, start: pd.Timestamp, hours: float | None = None)
     hours = cfg.planner.horizon_hours if hours is None else hours
     if not isinstance(start, pd.Timestamp) or start.tzinfo is None:
         raise _bad("start", str(start), "the plan start needs a time zone or UTC offset")
-    steps = hours * 60 / cfg.planner.step_minutes
-    if hours <= 0 or abs(steps - round(steps)) > 1e-9:
+    steps = step_count(hours, step)
+    if hours <= 0 or not is_whole(steps):
         raise _bad("hours", hours, f"the horizon must be a positive whole number of {cfg.planner.step_minutes}-minute steps")
     local = start.tz_convert(cfg.zone)
     if (local.minute * 60 + local.second) % (cfg.planner.step_minutes * 60) or local.microsecond or local.nanosecond:
         raise _bad("start", local.isoformat(), f"the plan start must lie on a {cfg.planner.step_minutes}-minute step "
                                                 f"(floor it, e.g. {local.floor(step).isoformat()})")
-    return pd.date_range(local, periods=int(round(steps)), freq=step)
+    return step_grid(local, steps, step)
 
 
 def on_grid(series: pd.Series, index: pd.DatetimeIndex, name: str) -> np.ndarray:
@@ -170,8 +174,8 @@ def holiday_calendar(tariff: Tariff) -> Callable[[dt.date], bool]:
 
 def charger_specs(cfg: SiteConfig) -> tuple[ChargerSpec, ...]:
     """Each configured charger as model data (percentages -> fractions)."""
-    return tuple(ChargerSpec(c.id, c.max_charge_kw, c.max_discharge_kw, c.charge_efficiency_pct / 100,
-                             c.discharge_efficiency_pct / 100, c.islanded_rating_kw) for c in cfg.chargers)
+    return tuple(ChargerSpec(c.id, c.max_charge_kw, c.max_discharge_kw, c.charge_efficiency,
+                             c.discharge_efficiency, c.islanded_rating_kw) for c in cfg.chargers)
 
 
 def vehicle_specs(cfg: SiteConfig, index: pd.DatetimeIndex, state: SiteState,
@@ -196,8 +200,8 @@ def vehicle_specs(cfg: SiteConfig, index: pd.DatetimeIndex, state: SiteState,
         # energy already taken from a driver's car in the stay under way (settled with the rest of the stay)
         settled = arrived - soc0 if arrived is not None and tl.plugged[0] and v.owner == "driver" else 0.0
         out.append(VehicleSpec(
-            id=v.id, capacity_kwh=v.capacity_kwh, min_kwh=v.min_soc_pct / 100 * v.capacity_kwh,
-            max_kwh=v.max_soc_pct / 100 * v.capacity_kwh, soc0_kwh=soc0, plugged=tl.plugged,
+            id=v.id, capacity_kwh=v.capacity_kwh, min_kwh=v.min_soc_kwh,
+            max_kwh=v.max_soc_kwh, soc0_kwh=soc0, plugged=tl.plugged,
             target_kwh=tl.target_kwh, arrival_set_kwh=tl.arrival_set_kwh, arrival_trip_kwh=tl.arrival_trip_kwh,
             chargers=tuple(v.chargers) or every,
             max_charge_kw=np.inf if v.max_charge_kw is None else v.max_charge_kw,
@@ -208,15 +212,9 @@ def vehicle_specs(cfg: SiteConfig, index: pd.DatetimeIndex, state: SiteState,
 
 
 def window_starts(index: pd.DatetimeIndex, tariff: Tariff) -> pd.DatetimeIndex:
-    """Start of the fixed :00/:30 demand window (tariff-local) each interval falls in."""
-    local = index.tz_convert(tariff.zone)
-    return local - pd.to_timedelta((np.asarray(local.minute) % 30) * 60 + np.asarray(local.second), unit="s")
-
-
-def _month_add(month: str, k: int) -> str:
-    """The month ``k`` months after "YYYY-MM"."""
-    n = int(month[:4]) * 12 + int(month[5:7]) - 1 + k
-    return f"{n // 12:04d}-{n % 12 + 1:02d}"
+    """Start of the fixed :00/:30 demand window (tariff-local) each interval falls in
+    (:func:`ems.timegrid.window_starts` in the tariff's zone)."""
+    return _window_starts(index, tariff.zone)
 
 
 def demand_spec(cfg: SiteConfig, index: pd.DatetimeIndex, state: SiteState,
@@ -247,18 +245,18 @@ def demand_spec(cfg: SiteConfig, index: pd.DatetimeIndex, state: SiteState,
         extra = np.where(window_of_step > 0, np.asarray(uplift_kw, dtype=float), 0.0) * (step / pd.Timedelta(hours=1))
         pre += np.bincount(window_of_step, weights=extra, minlength=len(ws))
     end = local[-1] + step
-    hours = np.minimum((end - ws) / pd.Timedelta(hours=1), 0.5)
+    hours = np.minimum((end - ws) / pd.Timedelta(hours=1), WINDOW_H)
     month_of_ws = tariff.months(ws)
     labels, month_of_window = np.unique(month_of_ws, return_inverse=True)
     labels = [str(x) for x in labels]
     M, R = len(labels), basic.ratchet_months
-    billed = labels + [_month_add(labels[-1], j) for j in range(1, R + 1)]
+    billed = labels + [month_add(labels[-1], j) for j in range(1, R + 1)]
     history = {k: float(v) for k, v in state.peak_history_kw.items()}
     floor = np.array([history.get(m, 0.0) for m in labels])
     floor[0] = max(floor[0], state.month_peak_kw)
     held, links = np.zeros(len(billed)), np.zeros((len(billed), M), dtype=bool)
     for b, month in enumerate(billed):
-        window = {_month_add(month, -j) for j in range(R + 1)}
+        window = {month_add(month, -j) for j in range(R + 1)}
         old = [history[h] for h in window if h in history and h not in labels]
         links[b] = [m in window for m in labels]
         # a peak already metered in a horizon month holds the later months whose ratchet reaches it,
@@ -335,7 +333,7 @@ def build_problem(cfg: SiteConfig, start: pd.Timestamp, pv_kw: pd.Series, load_k
 
 def solve_options(cfg: SiteConfig, **overrides) -> SolveOptions:
     """Solver settings from the config's planner section (time limit, gap in % -> fraction)."""
-    opts = {"time_limit_s": cfg.planner.solver_time_limit_s, "mip_rel_gap": cfg.planner.mip_gap_pct / 100}
+    opts = {"time_limit_s": cfg.planner.solver_time_limit_s, "mip_rel_gap": cfg.planner.mip_gap}
     opts.update(overrides)
     return SolveOptions(**opts)
 
@@ -354,19 +352,19 @@ def _vehicle_shortfalls(problem: PlanProblem, vi: int, v: Values) -> list[Shortf
     veh, out = problem.vehicles[vi], []
     for k in np.flatnonzero(~np.isnan(veh.target_kwh)):
         short = veh.target_kwh[k] - v.soc[vi, k]
-        if short > TOL_KWH:
+        if short > MESSAGE_KWH:
             at = problem.label(int(k))
             out.append(_short(ShortfallKind.TARGET, veh.id, at, short,
                               f"car {veh.id} leaves at {at} with {_pct(problem, vi, v.soc[vi, k])}, "
                               f"{short:.1f} kWh short of its {_pct(problem, vi, veh.target_kwh[k])} target"))
     below = veh.min_kwh - v.soc[vi, 1:]
-    if np.any(below > TOL_KWH):
+    if np.any(below > MESSAGE_KWH):
         k = int(np.argmax(below)) + 1
         out.append(_short(ShortfallKind.MIN_SOC, veh.id, problem.label(k), below[k - 1],
                           f"car {veh.id} is at {_pct(problem, vi, v.soc[vi, k])} at {problem.label(k)}, below its "
                           f"{_pct(problem, vi, veh.min_kwh)} minimum"))
     lost = veh.soc0_kwh - v.soc[vi, -1]
-    if problem.final_soc_at_least_initial and lost > TOL_KWH:
+    if problem.final_soc_at_least_initial and lost > MESSAGE_KWH:
         out.append(_short(ShortfallKind.FINAL, veh.id, problem.label(problem.n_steps), lost,
                           f"car {veh.id} ends at {_pct(problem, vi, v.soc[vi, -1])}, below its initial "
                           f"{_pct(problem, vi, veh.soc0_kwh)}"))
@@ -377,18 +375,18 @@ def shortfalls(problem: PlanProblem, v: Values) -> list[Shortfall]:
     """What the schedule does not meet: targets, minimum SOC, final SOC, reserve, import limit,
     unserved load (amounts above 1 Wh)."""
     out = [s for vi in range(len(problem.vehicles)) for s in _vehicle_shortfalls(problem, vi, v)]
-    if v.res_short.max(initial=0.0) > TOL_KWH:
+    if v.res_short.max(initial=0.0) > MESSAGE_KWH:
         t = int(np.argmax(v.res_short))
         out.append(_short(ShortfallKind.RESERVE, "site", problem.label(t), v.res_short[t],
                           f"the outage reserve is short by up to {v.res_short[t]:.1f} kWh (at {problem.label(t)}; "
-                          f"{int(np.sum(v.res_short > TOL_KWH))} step(s))"))
-    if v.over is not None and v.over.max(initial=0.0) > TOL_KWH:
+                          f"{int(np.sum(v.res_short > MESSAGE_KWH))} step(s))"))
+    if v.over is not None and v.over.max(initial=0.0) > MESSAGE_KWH:
         t = int(np.argmax(v.over))
         out.append(_short(ShortfallKind.IMPORT, "site", problem.label(t), v.over[t],
                           f"import exceeds the {problem.import_limit_kw[t]:g} kW limit by up to {v.over[t]:.1f} kW "
-                          f"(at {problem.label(t)}; {int(np.sum(v.over > TOL_KWH))} step(s))"))
-    if v.uns.sum() * problem.dt_h > TOL_KWH:
-        t = int(np.flatnonzero(v.uns > TOL_KWH)[0])
+                          f"(at {problem.label(t)}; {int(np.sum(v.over > MESSAGE_KWH))} step(s))"))
+    if v.uns.sum() * problem.dt_h > MESSAGE_KWH:
+        t = int(np.flatnonzero(v.uns > MESSAGE_KWH)[0])
         out.append(_short(ShortfallKind.UNSERVED, "site", problem.label(t), v.uns.sum() * problem.dt_h,
                           f"the outage leaves {v.uns.sum() * problem.dt_h:.1f} kWh of critical load unserved, "
                           f"from {problem.label(t)}"))
@@ -438,6 +436,21 @@ def _schedule_peak_kw(problem: PlanProblem, index: pd.DatetimeIndex, import_kw: 
     n = np.bincount(d.window_of_step, minlength=d.n_windows)
     kw = np.bincount(d.window_of_step, weights=import_kw, minlength=d.n_windows)
     return float((kw[n > 0] / n[n > 0]).max())
+
+
+def _planned_peaks_kw(problem: PlanProblem, import_kw: np.ndarray) -> dict[str, float]:
+    """Per horizon billing month, the schedule's highest window average on the point forecast [kW]
+    (nothing metered before the plan, no allowance for forecast error); empty without a demand charge."""
+    d = problem.demand
+    if d is None:
+        return {}
+    n = np.bincount(d.window_of_step, minlength=d.n_windows)
+    kw = np.bincount(d.window_of_step, weights=import_kw, minlength=d.n_windows)
+    out: dict[str, float] = {}
+    for w in np.flatnonzero(n):
+        label = d.labels[int(d.month_of_window[w])]
+        out[label] = max(out.get(label, 0.0), float(kw[w] / n[w]))
+    return out
 
 
 def window_peak_kw(index: pd.DatetimeIndex, import_kw: np.ndarray, tariff: Tariff) -> float:
@@ -532,7 +545,7 @@ class Planner:
             terminal_value=cost.terminal_value, fixed_cost=fixed,
             bill_cost=cost.energy + cost.demand + fixed - cost.export_credit,
             peak_kw=_schedule_peak_kw(problem, index, values.imp, self.cfg.tariff), unserved_kwh=cost.unserved_kwh,
-            month_peaks_kw=cost.month_peaks_kw,
+            month_peaks_kw=cost.month_peaks_kw, planned_peaks_kw=_planned_peaks_kw(problem, values.imp),
             final_soc_kwh={veh.id: float(values.soc[vi, -1]) for vi, veh in enumerate(problem.vehicles)},
             build_seconds=build_s, solve_seconds=solve_s,
             shortfalls=found_before_solving(problem, req) + found, messages=messages)

@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
+from ems.timegrid import months as local_months
 from ems.yamlio import load_yaml, validate
 
 DayType = Literal["weekday", "saturday", "sunday", "holiday"]
@@ -304,7 +305,7 @@ class Tariff(_Strict):
 
     def months(self, index: pd.DatetimeIndex) -> np.ndarray:
         """Billing month ``"YYYY-MM"`` of each interval."""
-        return np.asarray(self.local(index).strftime("%Y-%m"))
+        return local_months(self.local(index), self.zone)
 
     def day_types(self, index: pd.DatetimeIndex) -> np.ndarray:
         """Day type of each interval: weekday, saturday, sunday or holiday."""

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from ems.errors import DataError, Problem
+from ems.timegrid import WINDOW
 
 MAX_PROBLEMS = 20  # report at most this many rows per rule: enough to see the pattern
 
@@ -85,7 +86,7 @@ def infer_step(index: pd.DatetimeIndex, raw: pd.Series, where: str, require_divi
         raise DataError(Problem(where, None, "timestamp", len(index), "need at least two rows to know the step"))
     d = np.diff(index.as_unit("ns").asi8)  # in ns whatever the resolution (pandas 3 parses to us)
     step = pd.Timedelta(int(d.min()), "ns")
-    if require_divides_30 and (step > pd.Timedelta("30min") or pd.Timedelta("30min") % step != pd.Timedelta(0)):
+    if require_divides_30 and (step > WINDOW or WINDOW % step != pd.Timedelta(0)):
         i = int(np.argmin(d))
         raise DataError(Problem(where, _row(i + 1), "timestamp", raw.iat[i + 1],
                                 f"step of {step} does not divide 30 minutes; allowed steps: 1, 5, 10, 15 or 30 minutes..."))

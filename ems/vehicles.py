@@ -80,7 +80,7 @@ def _stay_on(vehicle: Vehicle, w: PlugWindow, day: dt.date, zone: dt.tzinfo) -> 
     arrive = pd.Timestamp(wall, tz=zone)
     # wall-clock arithmetic: "07:30" stays 07:30 local even across a daylight-saving change
     depart = pd.Timestamp(wall + w.depart_offset(day.weekday()), tz=zone)
-    arrival_kwh = None if w.arrival_soc_pct is None else w.arrival_soc_pct / 100 * vehicle.capacity_kwh
+    arrival_kwh = vehicle.arrival_kwh(w)
     trip_kwh = None if w.trip_km is None else w.trip_km / vehicle.efficiency_km_per_kwh
     return Stay(vehicle.id, arrive, depart, vehicle.target_kwh(w), arrival_kwh, trip_kwh, w.energy_neutral)
 
@@ -154,7 +154,7 @@ def timeline(vehicle: Vehicle, index: pd.DatetimeIndex, zone: dt.tzinfo,
             plugged[lo:hi] = True
         if 0 < d <= n and d > a:
             # never above the charge ceiling (a car that arrived above it leaves at the ceiling)
-            need = min(s.need_kwh(arrived_kwh if a <= 0 else None), vehicle.max_soc_pct / 100 * vehicle.capacity_kwh)
+            need = min(s.need_kwh(arrived_kwh if a <= 0 else None), vehicle.max_soc_kwh)
             target[d] = need if np.isnan(target[d]) else max(target[d], need)
         if 0 <= a < n:
             if s.arrival_kwh is not None:

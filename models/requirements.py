@@ -32,7 +32,9 @@ import numpy as np
 
 from models.data import PlanProblem, VehicleSpec, import_cap_kw, pair_discharge_cap_kw, pairs
 
-TOL_KWH = 1e-6  # energies closer than this are equal: far below any metering resolution
+#: energies closer than this [kWh] are equal when requirements are derived and checked for
+#: reachability (far below any metering resolution)
+EQUAL_KWH = 1e-6
 
 
 @dataclass(frozen=True)
@@ -154,7 +156,7 @@ def _units(problem: PlanProblem, vi: int) -> str:
 def _target_text(problem: PlanProblem, vi: int, k: int, want: float, reach: np.ndarray, ceil: np.ndarray) -> str:
     """Why vehicle vi cannot hold ``want`` kWh at boundary k."""
     v = problem.vehicles[vi]
-    if want > ceil[k] + TOL_KWH:
+    if want > ceil[k] + EQUAL_KWH:
         return (f"car {v.id} cannot reach {_pct(want, v)} by {problem.label(k)}: that is above its maximum SOC of "
                 f"{_pct(ceil[k], v)}; planning for {_pct(ceil[k], v)} (short {want - ceil[k]:.1f} kWh)")
     a = _entry(v, k)
@@ -171,37 +173,37 @@ def _vehicle_bounds(problem: PlanProblem, vi: int, reach: np.ndarray, ceil: np.n
     v = problem.vehicles[vi]
     T = problem.n_steps
     lb = np.minimum(v.min_kwh, reach)
-    below = np.flatnonzero(reach[1:] < v.min_kwh - TOL_KWH) + 1
+    below = np.flatnonzero(reach[1:] < v.min_kwh - EQUAL_KWH) + 1
     if below.size:
         k = int(below[0])
-        if reach[k] < -TOL_KWH:
+        if reach[k] < -EQUAL_KWH:
             findings.append(Finding("trip", v.id, k, float(-reach[k]),
                                     f"car {v.id} cannot make the trip ending {problem.label(k)}: it needs "
                                     f"{-reach[k]:.1f} kWh more than the battery can hold before it"))
         else:
-            back = np.flatnonzero(reach[k:] >= v.min_kwh - TOL_KWH)
+            back = np.flatnonzero(reach[k:] >= v.min_kwh - EQUAL_KWH)
             until = f"until {problem.label(k + int(back[0]))}" if back.size else "for the whole horizon"
             findings.append(Finding("min_soc", v.id, k, float(v.min_kwh - reach[k]),
                                     f"car {v.id} is below its minimum SOC of {_pct(v.min_kwh, v)} at {problem.label(k)} "
                                     f"({_pct(reach[k], v)} at best): charging it at full power {until}"))
-    if v.soc0_kwh < v.min_kwh - TOL_KWH:
+    if v.soc0_kwh < v.min_kwh - EQUAL_KWH:
         findings.append(Finding("min_soc", v.id, 0, v.min_kwh - v.soc0_kwh,
                                 f"car {v.id} starts at {_pct(v.soc0_kwh, v)}, below its minimum SOC of {_pct(v.min_kwh, v)}: "
                                 "no discharge until it is back above it"))
-    if v.soc0_kwh > v.max_kwh + TOL_KWH:
+    if v.soc0_kwh > v.max_kwh + EQUAL_KWH:
         findings.append(Finding("max_soc", v.id, 0, v.soc0_kwh - v.max_kwh,
                                 f"car {v.id} starts at {_pct(v.soc0_kwh, v)}, above its maximum SOC of {_pct(v.max_kwh, v)}: "
                                 "it is not charged further"))
     target = np.full(T + 1, np.nan)
     for k in np.flatnonzero(~np.isnan(v.target_kwh)):
         want = float(v.target_kwh[k])
-        if want > reach[k] + TOL_KWH:
+        if want > reach[k] + EQUAL_KWH:
             findings.append(Finding("target", v.id, int(k), want - float(reach[k]),
                                     _target_text(problem, vi, int(k), want, reach, ceil)))
         target[k] = min(want, reach[k])
     final = np.nan
     if problem.final_soc_at_least_initial:
-        if v.soc0_kwh > reach[T] + TOL_KWH:
+        if v.soc0_kwh > reach[T] + EQUAL_KWH:
             findings.append(Finding("final", v.id, T, v.soc0_kwh - float(reach[T]),
                                     f"car {v.id} cannot end the horizon with its initial {_pct(v.soc0_kwh, v)}: "
                                     f"it can hold at most {_pct(reach[T], v)} at {problem.label(T)}"))
@@ -225,7 +227,7 @@ def _reserve(problem: PlanProblem, reach: np.ndarray, findings: list[Finding]) -
     mins = np.array([v.min_kwh for v in problem.vehicles]).reshape(-1, 1)
     best = (plugged * eta_d.reshape(-1, 1) * (reach[:, 1:] - mins)).sum(axis=0)
     want[~plugged.any(axis=0)] = 0.0  # held only while some car is plugged in
-    short = want > best + TOL_KWH
+    short = want > best + EQUAL_KWH
     capped = want
     if short.any() and not problem.reserve_soft:
         t = int(np.argmax(short))
@@ -274,7 +276,7 @@ def _shared_chargers(problem: PlanProblem, lb: np.ndarray, reach: np.ndarray) ->
             for k in np.flatnonzero(~np.isnan(v.target_kwh)):
                 a = _entry(v, int(k))
                 need = lb[vi, k] - reach[vi, a]
-                if need > TOL_KWH:
+                if need > EQUAL_KWH:
                     jobs.append((a, int(k), float(need), v.id))
         pair_rate = {p.v: p.eta_c * p.charge_kw for p in ps if p.c == ci}
         any_plugged = np.any([problem.vehicles[vi].plugged for vi in tied], axis=0)
@@ -286,7 +288,7 @@ def _shared_chargers(problem: PlanProblem, lb: np.ndarray, reach: np.ndarray) ->
                     continue
                 need = sum(j[2] for j in inside)
                 cap = rate * problem.dt_h * float(any_plugged[r:d].sum())
-                if need > cap + TOL_KWH:
+                if need > cap + EQUAL_KWH:
                     names = " and ".join(sorted({j[3] for j in inside}))
                     out.append(Finding("shared", c.id, d, need - cap,
                                        f"cars {names} share unit {c.id}: between {problem.label(r)} and {problem.label(d)} "

@@ -13,7 +13,10 @@ from models.data import PlanProblem, export_cap_kw, import_cap_kw, pair_charge_c
 from models.solution import Values, reserve_held_kwh
 
 TOL_KW = 1e-5     # power: 0.01 W, far below any meter's resolution, far above HiGHS's 1e-7 feasibility tolerance
-TOL_KWH = 1e-4    # energy: SOC recomputed over up to a month of steps accumulates round-off
+#: how far a checked schedule's energies (SOC recomputed from the flows, SOC limits, the held outage
+#: reserve) may stray before verification flags it [kWh]: recomputing SOC over up to a month of
+#: steps accumulates round-off
+VERIFY_KWH = 1e-4
 ACTIVE_KW = 1e-6  # a flow below this counts as off when checking "one direction at a time"
 
 
@@ -114,22 +117,22 @@ def violations(problem: PlanProblem, values: Values, soc_lb: np.ndarray, soc_ub:
             out.append(f"step {problem.label(int(both[0]))}: imports and exports at once")
     soc = soc_trajectory(problem, values.ch, values.dis, fixed)
     drift = np.abs(soc - values.soc)
-    if drift.size and drift.max() > TOL_KWH:
+    if drift.size and drift.max() > VERIFY_KWH:
         vi, k = np.unravel_index(int(np.argmax(drift)), drift.shape)
         out.append(f"{problem.vehicles[vi].id} at {problem.label(int(k))}: SOC {values.soc[vi, k]:.4f} kWh does not follow "
                    f"from the flows ({soc[vi, k]:.4f} kWh)")
     for vi, veh in enumerate(problem.vehicles):
-        low = np.flatnonzero(soc[vi] < soc_lb[vi] - TOL_KWH)
+        low = np.flatnonzero(soc[vi] < soc_lb[vi] - VERIFY_KWH)
         if low.size:
             k = int(low[0])
             out.append(f"{veh.id} at {problem.label(k)}: SOC {soc[vi, k]:.3f} kWh below its required {soc_lb[vi, k]:.3f} kWh")
-        high = np.flatnonzero(soc[vi] > soc_ub[vi] + TOL_KWH)
+        high = np.flatnonzero(soc[vi] > soc_ub[vi] + VERIFY_KWH)
         if high.size:
             k = int(high[0])
             out.append(f"{veh.id} at {problem.label(k)}: SOC {soc[vi, k]:.3f} kWh above its ceiling {soc_ub[vi, k]:.3f} kWh")
     if reserve_hard and problem.vehicles:
         held = reserve_held_kwh(problem, soc)
-        short = np.flatnonzero(held < reserve_kwh - TOL_KWH)
+        short = np.flatnonzero(held < reserve_kwh - VERIFY_KWH)
         if short.size:
             t = int(short[0])
             out.append(f"step {problem.label(t)}: reserve {held[t]:.3f} kWh below the required {reserve_kwh[t]:.3f} kWh")

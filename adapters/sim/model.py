@@ -34,6 +34,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from adapters.convention import soc_kwh
+from adapters.convention import soc_pct as soc_pct_of
 from adapters.registers import RegisterMap
 
 UTC = dt.timezone.utc
@@ -235,7 +237,7 @@ class SiteModel:
         for u in self.p.units:
             for v in u.vehicles:
                 self.vehicles[v.id] = v
-                self.energy_kwh[v.id] = v.initial_soc_pct / 100.0 * v.capacity_kwh
+                self.energy_kwh[v.id] = soc_kwh(v.initial_soc_pct, v.capacity_kwh)
             self._stays[u.name] = []
             self._fetched_to[u.name] = self.start
         self._ensure_stays(self.start + STAY_FETCH)
@@ -271,7 +273,7 @@ class SiteModel:
     def soc_pct(self, u: UnitModel) -> float | None:
         """SOC of the vehicle plugged into ``u`` [%] (None if none)."""
         v = self.vehicle_of(u)
-        return None if v is None else 100.0 * self.energy_kwh[v.id] / v.capacity_kwh
+        return None if v is None else soc_pct_of(self.energy_kwh[v.id], v.capacity_kwh)
 
     def load_pv_kw(self, t: dt.datetime) -> tuple[float, float]:
         """Building load and PV at ``t`` [kW]."""
@@ -346,7 +348,7 @@ class SiteModel:
         assert v is not None
         cap_c = min(u.p.max_charge_kw, v.max_charge_kw if v.max_charge_kw is not None else math.inf)
         cap_d = min(u.p.max_discharge_kw, v.max_discharge_kw if v.max_discharge_kw is not None else math.inf)
-        return cap_c, cap_d, v.min_soc_pct / 100 * v.capacity_kwh, v.max_soc_pct / 100 * v.capacity_kwh
+        return cap_c, cap_d, soc_kwh(v.min_soc_pct, v.capacity_kwh), soc_kwh(v.max_soc_pct, v.capacity_kwh)
 
     def _targets(self) -> tuple[list[float], float]:
         """Target output of every unit [kW, + = discharge] and the unserved critical load [kW]."""

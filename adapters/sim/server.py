@@ -37,7 +37,7 @@ from pymodbus.framer import FramerType
 from pymodbus.server import ModbusSerialServer, ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
-from adapters.convention import from_device_w, to_device_w
+from adapters.convention import from_device_w, soc_kwh, to_device_w
 from adapters.registers import (Located, Point, RegisterMap, decode, encode, encode_raw, enum_code, enum_name,
                                 load_profile, locate)
 from adapters.sim.model import ManualClock, SiteModel, SimSiteParams, UnitModel, WallClock
@@ -293,7 +293,7 @@ class Simulator:
         with self._lock:
             self._now()
             v = self.model.vehicles[vehicle]
-            self.model.energy_kwh[vehicle] = soc_pct / 100.0 * v.capacity_kwh
+            self.model.energy_kwh[vehicle] = soc_kwh(soc_pct, v.capacity_kwh)
 
     # ------------------------------------------------------------------ Modbus
     async def _action(self, device: str, function_code: int, start_address: int, address: int, count: int,
@@ -418,7 +418,7 @@ class Simulator:
         if v is not None:
             e = m.energy_kwh[v.id]
             vals |= {"capacity_wh": v.capacity_kwh * 1000, "vehicle_capacity_wh": v.capacity_kwh * 1000,
-                     "energy_available_wh": max(e - v.min_soc_pct / 100 * v.capacity_kwh, 0.0) * 1000,
+                     "energy_available_wh": max(e - soc_kwh(v.min_soc_pct, v.capacity_kwh), 0.0) * 1000,
                      "soc_min_pct": v.min_soc_pct, "soc_max_pct": v.max_soc_pct,
                      "vehicle_max_charge_w": watts(v.max_charge_kw), "vehicle_max_discharge_w": watts(v.max_discharge_kw)}
         else:

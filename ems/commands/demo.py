@@ -38,6 +38,8 @@ from ems.billing import Bill, compute_bill
 from ems.config import load_site, summary
 from ems.errors import ConfigError, DataError, Problem
 from ems.tariff import Tariff
+from ems.timegrid import WINDOW, month_of
+from ems.timegrid import months as local_months
 from ems.timeseries import read_series_csv
 
 NAME = "demo"
@@ -57,7 +59,6 @@ DAYS = {
 }
 DEMO_SPEED = 2400.0   # an hour in 1.5 s: both periods in about 45 s
 SUMMER = (7, 8, 9)    # the office tariff's summer season: the months pick_office_day looks at
-WINDOW = pd.Timedelta(minutes=30)   # Japanese demand metering
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -193,7 +194,7 @@ class PeakDay:
 def peak_days(frame: pd.DataFrame) -> list[PeakDay]:
     """Each month's peak day for the building alone (:func:`building_frame`)."""
     out = []
-    for _, g in frame.groupby(frame.index.strftime("%Y-%m")):
+    for _, g in frame.groupby(local_months(frame.index, frame.index.tz)):
         at = g["kw"].idxmax()
         day = at.normalize()
         free = g["kw"][~g["plugged"]]
@@ -221,7 +222,7 @@ def the_day(frame: pd.DataFrame, day: pd.Timestamp) -> PeakDay | None:
 def days_topping(frame: pd.DataFrame, day: pd.Timestamp, kw: float) -> tuple[int, int]:
     """(days of ``day``'s month on which the building alone tops ``kw`` while a car is plugged in, days
     with a car plugged in at all)."""
-    g = frame[frame.index.strftime("%Y-%m") == day.strftime("%Y-%m")]
+    g = frame[local_months(frame.index, frame.index.tz) == month_of(day, frame.index.tz)]
     with_cars = g[g["plugged"]]
     by_day = with_cars["kw"].groupby(with_cars.index.normalize()).max()
     return int((by_day > kw + 1e-9).sum()), len(by_day)

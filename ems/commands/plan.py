@@ -25,6 +25,7 @@ from ems.billing import check_history_up_to, site_contract_kw
 from ems.config import SiteConfig, load_site, peaks_history
 from ems.errors import DataError, Problem
 from ems.planning import PlanResult, Planner, SiteState
+from ems.timegrid import month_of
 from ems.timeseries import read_series_csv
 
 NAME = "plan"
@@ -79,13 +80,13 @@ def parse_soc(items: list[str], cfg: SiteConfig) -> tuple[dict[str, float], list
         elif not 0 <= value <= 100:
             problems.append(Problem("--soc", None, vid, pct, "a percentage from 0 to 100"))
         else:
-            soc[vid] = value / 100 * known[vid].capacity_kwh
+            soc[vid] = known[vid].pct_kwh(value)
     if problems:
         raise DataError(problems)
     notes = []
     for vid, v in known.items():
         if vid not in soc:
-            soc[vid] = v.min_soc_pct / 100 * v.capacity_kwh
+            soc[vid] = v.min_soc_kwh
             notes.append(f"no --soc for {vid}: assumed at its minimum {v.min_soc_pct:g} %")
     return soc, notes
 
@@ -108,7 +109,7 @@ def contract_state(args: argparse.Namespace, cfg: SiteConfig, start: pd.Timestam
     ``peaks_history_csv``; months up to the start month), this month's peak so far, and notes on the
     contract they hold."""
     month_peak = parse_month_peak(args.month_peak_kw)
-    month = start.tz_convert(cfg.tariff.timezone).strftime("%Y-%m")
+    month = month_of(start, cfg.tariff.timezone)
     found = peaks_history(cfg, args.peaks_history)
     history, where = found if found is not None else ({}, "")
     if found is not None:

@@ -22,6 +22,7 @@ from ems.clock import SimClock, WallClock
 from ems.config import load_site, peaks_history
 from ems.daemon import run_site
 from ems.errors import DataError, Problem
+from ems.timegrid import month_of
 
 NAME = "run"
 HELP = "run the daemon: plan every step, dispatch setpoints, guard the demand peak, outage mode, store"
@@ -85,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
         raise DataError(Problem("--until", None, "--until", args.until, f"must be after the start {clock.now().isoformat()}"))
     found = peaks_history(cfg, args.peaks_history)   # checked before anything starts (the daemon seeds it)
     if found is not None:
-        check_history_up_to(found[0], clock.now().tz_convert(cfg.tariff.timezone).strftime("%Y-%m"), found[1],
+        check_history_up_to(found[0], month_of(clock.now(), cfg.tariff.timezone), found[1],
                             "the daemon's start month")
     daemon = asyncio.run(run_site(cfg, clock=clock, until=until, signals=True, config_path=args.config,
                                   database=args.database, dispatch_interval_s=args.dispatch_interval,

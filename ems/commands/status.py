@@ -12,6 +12,7 @@ from ems.billing import site_contract_kw
 from ems.config import load_site
 from ems.errors import ConfigError, Problem
 from ems.store import Store, engine_url
+from ems.timegrid import month_add, month_of
 
 NAME = "status"
 HELP = ("show the last plan, setpoints, SOC, this month's peak and contract kW (with where each ratchet month's peak "
@@ -37,9 +38,9 @@ def collect(store: Store, cfg, now: pd.Timestamp, n_events: int = 10) -> dict:
     """
     sources = store.month_peak_sources()
     peaks = {m: r["peak_kw"] for m, r in sources.items()}
-    month = now.tz_convert(cfg.tariff.zone).strftime("%Y-%m")
+    month = month_of(now, cfg.tariff.zone)
     ratchet = cfg.tariff.basic.ratchet_months if cfg.tariff.basic.kind == "demand" else 0
-    window = [(pd.Period(month, "M") - k).strftime("%Y-%m") for k in range(ratchet, -1, -1)]
+    window = [month_add(month, -k) for k in range(ratchet, -1, -1)]
     contract_kw, set_by = site_contract_kw(month, peaks, cfg.tariff)
     last = store.last_plan()
     return {

@@ -15,6 +15,7 @@ import math
 import numpy as np
 import pandas as pd
 
+from adapters.convention import soc_kwh, soc_pct
 from ems.daemon.host import Host
 from ems.daemon.links import Links
 from ems.daemon.plans import PlanKeeper
@@ -69,7 +70,7 @@ class Dispatcher:
         result = peak_aware_dispatch(inp, cars, reserve, None if net is None else net.tolist(),
                                      cfg.planner.step_minutes / 60) if states else DispatchResult([])
         caps = {car.charger_id: car.capacity_kwh for car in cars}
-        floor_pct = {cid: 100 * result.rules[cid].floor_kwh / cap for cid, cap in caps.items()}
+        floor_pct = {cid: soc_pct(result.rules[cid].floor_kwh, cap) for cid, cap in caps.items()}
         setpoints = result.setpoints
         if window.current is not None:
             window.current.note(target, plan.peak_kw if following and plan is not None else None,
@@ -127,16 +128,16 @@ class Dispatcher:
             c = u.charger
             v = self.tracker.vehicle_on(u, s)
             cap = (v.capacity_kwh if v is not None else s.capacity_kwh) or 0.0
-            soc = (s.soc_pct or 0.0) / 100 * cap
+            soc = soc_kwh(s.soc_pct or 0.0, cap)
             vmax_c = v.max_charge_kw if v is not None and v.max_charge_kw is not None else math.inf
             vmax_d = v.max_discharge_kw if v is not None and v.max_discharge_kw is not None else math.inf
             ok = s.plugged and cap > 0 and s.soc_pct is not None
             unit = UnitState(c.id, ok, soc, min(c.max_charge_kw, s.max_charge_kw, vmax_c),
                              min(c.max_discharge_kw, s.max_discharge_kw, vmax_d),
-                             c.charge_efficiency_pct / 100, c.discharge_efficiency_pct / 100,
+                             c.charge_efficiency, c.discharge_efficiency,
                              s.charge_kw, s.discharge_kw)
             states.append(unit)
-            min_kwh = (v.min_soc_pct if v is not None else (s.soc_min_pct or 0.0)) / 100 * cap
+            min_kwh = v.min_soc_kwh if v is not None else soc_kwh(s.soc_min_pct or 0.0, cap)
             rules[c.id] = UnitRules(min_kwh)
             if ok:
                 target, hours = 0.0, math.inf
@@ -156,7 +157,7 @@ class Dispatcher:
         for u in self.links.units:
             s, p = u.state, sp.get(u.charger.id)
             v = self.tracker.vehicle_on(u, s) if s is not None else None
-            soc = None if s is None or v is None or s.soc_pct is None else s.soc_pct / 100 * v.capacity_kwh
+            soc = None if s is None or v is None or s.soc_pct is None else soc_kwh(s.soc_pct, v.capacity_kwh)
             if s is not None:
                 stats.charged_kwh += s.charge_kw * tick_h
                 stats.discharged_kwh += s.discharge_kw * tick_h

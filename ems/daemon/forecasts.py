@@ -14,8 +14,8 @@ from typing import Any
 import pandas as pd
 
 from ems.daemon.host import Host
-from ems.daemon.metering import WINDOW
 from ems.errors import EmsError
+from ems.timegrid import WINDOW
 
 
 class Forecasts:

@@ -18,16 +18,12 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-WINDOW = pd.Timedelta(minutes=30)
-WINDOW_H = 0.5
+from ems.timegrid import WINDOW, WINDOW_H
+from ems.timegrid import window_start as window_start  # re-exported: the daemon imports it from here
+
 #: A counter increase larger than this many times what the larger of the two power readings
 #: could deliver is not believed (counter reset, a replaced meter): the trapezoid is used instead.
 COUNTER_SLACK = 3.0
-
-
-def window_start(t: pd.Timestamp, zone: str) -> pd.Timestamp:
-    """Start of the :00/:30 window (local wall clock of ``zone``) holding ``t``, in UTC."""
-    return t.tz_convert(zone).floor(WINDOW).tz_convert("UTC")
 
 
 @dataclass

@@ -27,7 +27,8 @@ import numpy as np
 import pandas as pd
 
 from ems.config import SiteConfig, Vehicle
-from ems.daemon.metering import WindowRecord, window_start
+from ems.daemon.metering import WindowRecord
+from ems.timegrid import WINDOW_H, window_start
 
 
 @dataclass
@@ -169,7 +170,7 @@ def _uncontrolled_kw(cfg: SiteConfig, t: pd.DataFrame, index: pd.DatetimeIndex, 
     dt = pd.Series(gaps_h, index=index)
     e = _CarEnergy()
     for c in cfg.chargers:
-        eta_c, eta_d = c.charge_efficiency_pct / 100, c.discharge_efficiency_pct / 100
+        eta_c, eta_d = c.charge_efficiency, c.discharge_efficiency
         u = t[t["device"] == c.id].set_index("ts").reindex(index)
         taken = float((u["discharge_kw"].fillna(0) / eta_d * dt).sum())   # out of the battery [kWh]
         net = float((eta_c * u["charge_kw"].fillna(0) * dt).sum()) - taken  # into the car [kWh]
@@ -205,8 +206,8 @@ def v2h_value(cfg: SiteConfig, prices: pd.Series) -> V2hValue | None:
     c = next((c for c in cfg.chargers if not v.chargers or c.id in v.chargers), None)
     if c is None:
         return None
-    return V2hValue(float(prices.max()), float(prices.min()), c.charge_efficiency_pct / 100,
-                    c.discharge_efficiency_pct / 100, v.wear_cost_per_kwh)
+    return V2hValue(float(prices.max()), float(prices.min()), c.charge_efficiency,
+                    c.discharge_efficiency, v.wear_cost_per_kwh)
 
 
 def outcome(cfg: SiteConfig, telemetry: pd.DataFrame, windows: list[WindowRecord], interval_s: float,
@@ -240,12 +241,12 @@ def outcome(cfg: SiteConfig, telemetry: pd.DataFrame, windows: list[WindowRecord
         contract_before_kw=contract_before_kw,
         charged_kwh=float((ticks["ch"] * gaps).sum()), discharged_kwh=float((ticks["dis"] * gaps).sum()),
         energy_cost=float(sum(w.import_kwh * price[w.start] for w in full)),
-        baseline_energy_cost=float((base.fillna(0.0) * 0.5 * price).sum()),
+        baseline_energy_cost=float((base.fillna(0.0) * WINDOW_H * price).sum()),
         car_energy_adjustment=owed_kwh * float(price.mean()) if len(price) else 0.0,
         demand_rate=cfg.tariff.basic.demand_rate() if cfg.tariff.basic.kind == "demand" else 0.0,
         departures=departures,
         building_peak_kw=float(building.max()) if len(building) else 0.0,
-        building_energy_cost=float((building.fillna(0.0) * 0.5 * price).sum()),
+        building_energy_cost=float((building.fillna(0.0) * WINDOW_H * price).sum()),
         settlement=cars.settlement, settlement_kwh=cars.settlement_kwh, settlement_prices=cars.prices,
         wear_cost=cars.wear_cost, wear_kwh=cars.wear_kwh, driver_wear_cost=cars.driver_wear_cost,
         v2h=v2h_value(cfg, price))

@@ -26,10 +26,10 @@ import pandas as pd
 from ems.config import SiteConfig
 from ems.daemon.forecasts import Forecasts
 from ems.daemon.host import Host
-from ems.daemon.metering import WINDOW
 from ems.daemon.tracker import Tracker
 from ems.plan_summary import PlanSummary
 from ems.planning import PlanResult, Planner, SiteState
+from ems.timegrid import WINDOW
 
 log = logging.getLogger(__name__)
 
@@ -127,7 +127,7 @@ class PlanKeeper:
             if v.id in tr.soc_kwh:
                 soc[v.id] = min(max(tr.projected_soc_kwh(v.id, start), 0.0), v.capacity_kwh)
             else:
-                soc[v.id] = v.min_soc_pct / 100 * v.capacity_kwh
+                soc[v.id] = v.min_soc_kwh
                 notes.append(f"SOC of {v.id} unknown (not seen yet): assumed at its minimum {v.min_soc_pct:g} %")
         pre = 0.0
         cur = tr.window.current

@@ -20,12 +20,14 @@ from typing import Any
 import pandas as pd
 
 from adapters import ChargerState, MeterReading
+from adapters.convention import soc_kwh
 from ems.config import SiteConfig, Vehicle
 from ems.daemon.host import Host
 from ems.daemon.links import UnitLink
-from ems.daemon.metering import WindowAccount, WindowRecord, window_start
+from ems.daemon.metering import WindowAccount, WindowRecord
 from ems.devices import vehicle_homes
 from ems.planning import holiday_calendar
+from ems.timegrid import month_of, window_start
 from ems.vehicles import Stay, stays
 
 log = logging.getLogger(__name__)
@@ -65,7 +67,7 @@ class Tracker:
 
     def month_of(self, t: pd.Timestamp) -> str:
         """Billing month "YYYY-MM" of ``t`` (tariff time zone)."""
-        return t.tz_convert(self.host.cfg.tariff.timezone).strftime("%Y-%m")
+        return month_of(t, self.host.cfg.tariff.timezone)
 
     # ----------------------------------------------------------------- restart state
     def resume(self, now: pd.Timestamp) -> None:
@@ -128,7 +130,7 @@ class Tracker:
                 continue
             v = self.vehicle_on(u, s)
             if v is not None and s.soc_pct is not None:
-                self.soc_kwh[v.id] = s.soc_pct / 100 * v.capacity_kwh
+                self.soc_kwh[v.id] = soc_kwh(s.soc_pct, v.capacity_kwh)
                 self._soc_seen[v.id] = (now, u) if s.plugged else (now, None)
             vid = v.id if v is not None else (s.vehicle_id if s.plugged else None)
             if u.plugged is not None and (s.plugged != u.plugged or vid != u.vehicle):
@@ -141,7 +143,7 @@ class Tracker:
                 if stay is not None:
                     arrived = self._arrived_kwh(v.id, stay)
                     if arrived is None and s.plugged and s.soc_pct is not None:   # first seen in this stay
-                        arrived = s.soc_pct / 100 * v.capacity_kwh
+                        arrived = soc_kwh(s.soc_pct, v.capacity_kwh)
                     self.departures[v.id] = {"depart": stay.depart.isoformat(), "target_kwh": stay.need_kwh(arrived),
                                              "arrived_kwh": arrived}
             u.plugged, u.vehicle = s.plugged, vid
@@ -234,5 +236,4 @@ class Tracker:
             return soc
         h = (start - seen) / pd.Timedelta(hours=1)
         c = u.charger
-        return soc + (u.setpoint.charge_kw * c.charge_efficiency_pct / 100
-                      - u.setpoint.discharge_kw / (c.discharge_efficiency_pct / 100)) * h
+        return soc + (u.setpoint.charge_kw * c.charge_efficiency - u.setpoint.discharge_kw / c.discharge_efficiency) * h

@@ -88,7 +88,7 @@ class PvModel:
     @property
     def capacity_kw(self) -> float:
         """Sum of the arrays' AC limits [kW] (kWp times inverter efficiency where none is given)."""
-        return sum(a.ac_capacity_kw or a.capacity_kwp * a.inverter_efficiency_pct / 100 for a in self.arrays)
+        return sum(a.ac_capacity_kw or a.capacity_kwp * a.inverter_efficiency for a in self.arrays)
 
     # --- geometry -------------------------------------------------------------------------
     def compute_geometry(self, index: pd.DatetimeIndex, step: pd.Timedelta) -> SolarGeometry:
@@ -152,9 +152,9 @@ class PvModel:
         effective = np.clip(poa_direct * iam + poa_diffuse, 0.0, None)
         t_cell = pvlib.temperature.sapm_cell(poa_direct + poa_diffuse, temp_air, wind_speed, **TEMPERATURE_PARAMS)
         pdc0_w = array.capacity_kwp * 1000.0
-        dc_w = pvlib.pvsystem.pvwatts_dc(effective, t_cell, pdc0_w, array.temperature_coefficient_pct_per_c / 100)
-        dc_w = np.clip(np.nan_to_num(dc_w), 0.0, None) * (1 - array.dc_loss_pct / 100)
-        eta = array.inverter_efficiency_pct / 100
+        dc_w = pvlib.pvsystem.pvwatts_dc(effective, t_cell, pdc0_w, array.temperature_coefficient_per_c)
+        dc_w = np.clip(np.nan_to_num(dc_w), 0.0, None) * (1 - array.dc_loss)
+        eta = array.inverter_efficiency
         inv_dc_w = array.ac_capacity_kw * 1000.0 / eta if array.ac_capacity_kw else pdc0_w
         with np.errstate(divide="ignore", invalid="ignore"):
             ac_w = pvlib.inverter.pvwatts(dc_w, inv_dc_w, eta_inv_nom=eta)

@@ -31,6 +31,7 @@ from ems.forecast.clean import clean_history, read_history_csv
 from ems.forecast.load import LoadForecaster, LoadSettings
 from ems.forecast.pv import PvModel, SolarGeometry
 from ems.forecast.weather import align_weather
+from ems.timegrid import is_whole, step_count, step_grid
 
 CLEARNESS_WINDOW_HOURS = 24.0
 CLEARNESS_LONG_DAYS = 14.0
@@ -72,12 +73,12 @@ def plan_index(start: pd.Timestamp, hours: float, step: pd.Timedelta) -> pd.Date
     start = pd.Timestamp(start)
     if start.tzinfo is None:
         raise DataError(Problem("forecast", None, "start", str(start), "start needs a time zone, e.g. 2024-07-01T00:00+09:00"))
-    n = hours * 3600 / step.total_seconds()
-    if n < 1 or abs(n - round(n)) > 1e-9:
+    n = step_count(hours, step)
+    if n < 1 or not is_whole(n):
         raise DataError(Problem("forecast", None, "hours", hours, f"must be a positive whole number of {step} steps"))
     if start.as_unit("ns").value % step.value:
         raise DataError(Problem("forecast", None, "start", str(start), f"must be on a {step} boundary (the plan's step)"))
-    return pd.date_range(start, periods=int(round(n)), freq=step).tz_convert("UTC")
+    return step_grid(start, n, step).tz_convert("UTC")
 
 
 def max_load_kw(cfg: SiteConfig) -> float:

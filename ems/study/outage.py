@@ -42,12 +42,12 @@ def survival_hours(cfg: SiteConfig, index: pd.DatetimeIndex, pv_kw: np.ndarray, 
     ids = {c.id: i for i, c in enumerate(cfg.chargers)}
     first = [([ids[c] for c in v.chargers] or [0])[0] for v in cfg.vehicles]
     island = np.array([c.islanded_rating_kw for c in cfg.chargers], dtype=float)   # 0: no islanded mode
-    eta = np.array([c.discharge_efficiency_pct / 100 for c in cfg.chargers])
+    eta = np.array([c.discharge_efficiency for c in cfg.chargers])
     energy, power = np.zeros(starts.size), np.zeros(starts.size)
     for vi, v in enumerate(cfg.vehicles):
         here = plugged[vi, starts]
         c = np.where(charger[vi, starts] >= 0, charger[vi, starts], first[vi])
-        usable = np.maximum(soc_kwh[vi, starts] - v.min_soc_pct / 100 * v.capacity_kwh, 0.0)
+        usable = np.maximum(soc_kwh[vi, starts] - v.min_soc_kwh, 0.0)
         vmax = np.inf if v.max_discharge_kw is None else v.max_discharge_kw
         energy += np.where(here, usable * eta[c], 0.0)
         power += np.where(here, np.minimum(island[c], vmax), 0.0)

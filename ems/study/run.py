@@ -26,6 +26,7 @@ from ems.study.outage import MAX_HOURS, survival_hours, survival_summary
 from ems.study.site import SiteSim, Span, initial_soc_kwh, make_fleet, read_span, reserve_need_kwh
 from ems.study.strategies import STRATEGIES, Mpc, Oracle, controller
 from ems.tariff import load_tariff
+from ems.timegrid import WINDOW_H
 
 
 @dataclass(frozen=True)
@@ -201,7 +202,7 @@ def peaks_set_by_refill(cfg: SiteConfig, span: Span, import_kw: np.ndarray, refi
     windows = frame.groupby(level=0, sort=True).agg(kwh=("kwh", "sum"), refill=("refill", "any"), month=("month", "first"))
     out: dict[str, int] = {}
     for month, w in windows.groupby("month", sort=True):
-        avg = w["kwh"].to_numpy() / 0.5
+        avg = w["kwh"].to_numpy() / WINDOW_H
         before = np.concatenate([[0.0], np.maximum.accumulate(avg)[:-1]])
         out[str(month)] = int(np.sum((avg > before + 1e-6) & w["refill"].to_numpy()))
     return out

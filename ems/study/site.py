@@ -21,10 +21,12 @@ import pandas as pd
 from ems.config import SiteConfig, Vehicle
 from ems.errors import DataError, Problem
 from ems.planning import holiday_calendar, on_grid, window_starts
+from ems.timegrid import WINDOW_H
 from ems.timeseries import read_series_csv
 from ems.vehicles import Stay, stays, timeline
 
-TOL_KWH = 0.01   # a departure counts as missed when the car is this much short of its target [kWh]
+#: a departure counts as missed in the study when the car is more than this short of its target [kWh]
+MISSED_DEPARTURE_KWH = 0.01
 
 
 @dataclass(frozen=True)
@@ -172,8 +174,8 @@ def draw_stays(vehicle: Vehicle, configured: list[Stay], rng: np.random.Generato
         trip = None if s.trip_kwh is None else s.trip_kwh * rng.uniform(1 - trip_spread, 1 + trip_spread)
         arrival = s.arrival_kwh
         if arrival is not None:
-            arrival += rng.uniform(-1, 1) * arrival_soc_spread_pct / 100 * vehicle.capacity_kwh
-            lo, hi = vehicle.min_soc_pct / 100 * vehicle.capacity_kwh, vehicle.max_soc_pct / 100 * vehicle.capacity_kwh
+            arrival += rng.uniform(-1, 1) * vehicle.pct_kwh(arrival_soc_spread_pct)
+            lo, hi = vehicle.min_soc_kwh, vehicle.max_soc_kwh
             reachable = 0.8 * charge_kw * charge_efficiency * (depart - arrive) / pd.Timedelta(hours=1)
             arrival = float(min(max(arrival, lo, s.target_kwh - reachable), hi))
         out.append(Stay(s.vehicle, arrive, depart, s.target_kwh, arrival, trip, s.energy_neutral))
@@ -201,7 +203,7 @@ def make_fleet(cfg: SiteConfig, span: Span, horizon_h: float, seed: int | None =
         else:
             ch = [c for c in cfg.chargers if not v.chargers or c.id in v.chargers][0]
             found = draw_stays(v, configured, np.random.default_rng([seed, vi]), charge_kw=ch.max_charge_kw,
-                               charge_efficiency=ch.charge_efficiency_pct / 100)
+                               charge_efficiency=ch.charge_efficiency)
         actual[v.id] = tuple(found)
         tl = timeline(v, span.index, cfg.zone, is_holiday, known=found)
         plugged[vi], target[vi], aset[vi], atrip[vi] = tl.plugged, tl.target_kwh, tl.arrival_set_kwh, tl.arrival_trip_kwh
@@ -258,14 +260,14 @@ class SiteSim:
         self.cfg, self.span, self.fleet = cfg, span, fleet
         V, T = len(cfg.vehicles), len(span.index)
         self.cap = np.array([v.capacity_kwh for v in cfg.vehicles])
-        self.min_kwh = np.array([v.min_soc_pct / 100 * v.capacity_kwh for v in cfg.vehicles])
-        self.max_kwh = np.array([v.max_soc_pct / 100 * v.capacity_kwh for v in cfg.vehicles])
+        self.min_kwh = np.array([v.min_soc_kwh for v in cfg.vehicles])
+        self.max_kwh = np.array([v.max_soc_kwh for v in cfg.vehicles])
         self.veh_ch = np.array([np.inf if v.max_charge_kw is None else v.max_charge_kw for v in cfg.vehicles])
         self.veh_dis = np.array([np.inf if v.max_discharge_kw is None else v.max_discharge_kw for v in cfg.vehicles])
         self.chg_ch = np.array([c.max_charge_kw for c in cfg.chargers])
         self.chg_dis = np.array([c.max_discharge_kw for c in cfg.chargers])
-        self.eta_c = np.array([c.charge_efficiency_pct / 100 for c in cfg.chargers])
-        self.eta_d = np.array([c.discharge_efficiency_pct / 100 for c in cfg.chargers])
+        self.eta_c = np.array([c.charge_efficiency for c in cfg.chargers])
+        self.eta_d = np.array([c.discharge_efficiency for c in cfg.chargers])
         every = list(range(len(cfg.chargers)))
         ids = {c.id: i for i, c in enumerate(cfg.chargers)}
         self.allowed = [[ids[c] for c in v.chargers] or every for v in cfg.vehicles]
@@ -358,7 +360,7 @@ class SiteSim:
         self.month_import_kwh[month] = self.month_import_kwh.get(month, 0.0) + kwh
         last = t + 1 == len(self.span.index) or self._window[t + 1] != self._window[t]
         if last:
-            self.month_peak_kw[month] = max(self.month_peak_kw.get(month, 0.0), self._win_kwh / 0.5)
+            self.month_peak_kw[month] = max(self.month_peak_kw.get(month, 0.0), self._win_kwh / WINDOW_H)
             self._win_kwh = 0.0
 
     def _boundary(self, k: int) -> None:
@@ -366,7 +368,7 @@ class SiteSim:
         f = self.fleet
         for v in range(len(self.cap)):
             want = f.target_kwh[v, k]
-            if not np.isnan(want) and self.soc[v] < want - TOL_KWH:
+            if not np.isnan(want) and self.soc[v] < want - MISSED_DEPARTURE_KWH:
                 self.rec.misses.append(f"{f.ids[v]} left at {self._label(k)} with {self.soc[v]:.2f} kWh, "
                                        f"{want - self.soc[v]:.2f} kWh short of its {want:.2f} kWh target")
             if k < f.plugged.shape[1]:
@@ -397,6 +399,6 @@ def reserve_need_kwh(cfg: SiteConfig, span: Span) -> np.ndarray:
 
 def initial_soc_kwh(cfg: SiteConfig) -> dict[str, float]:
     """Each car's SOC at the span start: its first window's departure target (a car after a normal charge)."""
-    return {v.id: v.target_kwh(v.windows[0]) if v.windows else v.max_soc_pct / 100 * v.capacity_kwh
+    return {v.id: v.target_kwh(v.windows[0]) if v.windows else v.max_soc_kwh
             for v in cfg.vehicles}
 

@@ -33,6 +33,7 @@ from ems.dispatch import (REFILL_HOURS, DispatchInput, PluggedCar, UnitRules, Un
                           fallback_setpoint, guard_target_kw, reserve_to_hold_kwh, share_floors)
 from ems.planning import Planner, SiteState, plan_span
 from ems.study.site import Flow, SiteSim, known_stays
+from ems.timegrid import hours_into_window
 
 STRATEGIES = ("building", "none", "rule", "mpc", "oracle")
 FLAT_CHEAP_HOURS = (23, 7)   # a tariff with one price all day: the installer's usual night window
@@ -246,7 +247,7 @@ class Mpc(Controller):
         cars = [self.car(v, c) for v, c in attached.items()]
         units = [self.unit(v, c) for v, c in attached.items()]
         base = float(sim.span.load_kw[t] - sim.span.pv_kw[t])
-        elapsed = (sim.span.index[t].tz_convert(self.cfg.tariff.zone).minute % 30) / 60   # [h] into the window
+        elapsed = hours_into_window(sim.span.index[t], self.cfg.tariff.zone)   # [h] into the window
         inp = DispatchInput(units, {u.charger_id: UnitRules(car.min_kwh) for u, car in zip(units, cars)}, base,
                             WindowMeter(sim.window_import_kwh(), elapsed), target_peak_kw,
                             {self.cfg.chargers[f.charger].id: (f.charge_kw, f.discharge_kw) for f in planned.values()}
