@@ -1,6 +1,6 @@
 """The planning problem as plain data: numpy arrays and frozen dataclasses, no YAML, no clocks.
 
-Conventions (DESIGN.md): power [kW] as the average over a step of ``dt_h`` hours, energy [kWh],
+Conventions (models/README.md): power [kW] as the average over a step of ``dt_h`` hours, energy [kWh],
 money in the tariff's currency. ``T`` steps are indexed t = 0..T-1; state of charge lives on the
 T+1 step *boundaries* k = 0..T (boundary k is the instant at the start of step k, boundary T the
 horizon end). Charge and discharge are separate non-negative quantities measured on the AC side of

@@ -195,7 +195,7 @@ class PlanKeeper:
 
     def _solve_call(self) -> tuple[Any, Callable[..., PlanResult]]:
         """Where the solve runs: the worker thread, or (``solver_process``) a worker process that
-        keeps its own persistent planner, so the pyomo build never competes with dispatch for the GIL."""
+        keeps its own persistent planner, so building a plan never competes with dispatch for the GIL."""
         if not self.solver_process:
             return self._pool, self._solve
         if self._solver is None:

@@ -56,10 +56,10 @@ log = logging.getLogger(__name__)
 #: Least real time between two dispatch ticks [s]: a tick costs 5-20 ms on a 2-core gateway
 #: (bench/daemon.py), so 50 ms leaves the event loop time for the other jobs and the simulator.
 MIN_REAL_TICK_S = 0.05
-#: The interpreter's thread switch interval while the daemon runs [s] (Python's default: 5 ms). The
-#: planner's pyomo build holds the GIL in the worker thread; a dispatch tick waiting for it lost up
-#: to 5 ms at each of its ~20 await points. In one bench run at 0.5 ms the office tick's p99 fell from 160 to 64 ms
-#: while a plan was solving (bench/daemon.py), and a plan took 20 % longer.
+#: The interpreter's thread switch interval while the daemon runs [s] (Python's default: 5 ms). A
+#: plan built in the worker thread (the problem data in pandas and numpy) holds the GIL between
+#: releases; a dispatch tick waiting for it would lose up to 5 ms at each of its ~20 await points.
+#: bench/daemon.py measures the tick latency with plans in a thread or a worker process.
 SWITCH_INTERVAL_S = 0.0005
 #: Real time within which a fire counts as at its boundary [s] (the scheduler's clocks agree far closer).
 FIRE_SLACK_REAL_S = 0.01
