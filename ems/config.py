@@ -28,7 +28,7 @@ _HHMM = re.compile(r"^(?:(mon|tue|wed|thu|fri|sat|sun) )?([01]\d|2[0-3]):([0-5]\
 class Strict(BaseModel):
     """Base of every config section: unknown keys are errors, values are not coerced silently."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
 
 
 def parse_clock(text: str) -> tuple[int | None, dt.time]:

@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ems.commands.argtypes import SPEED
 from ems.billing import Bill, compute_bill
 from ems.config import load_site, summary
 from ems.errors import ConfigError, DataError, Problem
@@ -65,7 +66,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     """Arguments: where the example configs are (default: the repository's configs/)."""
     p.add_argument("--configs", type=Path, default=CONFIGS, help=f"directory of example site files (default {CONFIGS})")
     p.add_argument("--site", choices=sorted(DAYS), action="append", help="run the daemon for this site only (repeatable)")
-    p.add_argument("--speed", type=float, default=DEMO_SPEED, help=f"simulated seconds per real second (default {DEMO_SPEED:g})")
+    p.add_argument("--speed", type=SPEED, default=DEMO_SPEED, help=f"simulated seconds per real second (default {DEMO_SPEED:g})")
 
 
 def check_configs(configs_dir: Path) -> tuple[bool, str]:

@@ -13,6 +13,7 @@ import warnings
 
 import pandas as pd
 
+from ems.commands.argtypes import HOURS
 from ems.config import load_site
 from ems.errors import DataError, Problem
 from ems.forecast import SiteForecaster, read_history_csv, read_open_meteo, read_tmy, read_weather_csv
@@ -28,12 +29,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("action", nargs="?", choices=("show", "backtest"), default="show",
                    help="show (default): the forecast from now or --start; backtest: replay the history")
     p.add_argument("--config", required=True, help="site YAML file")
-    p.add_argument("--hours", type=float, default=None, help="horizon [h] (default: the planner's horizon_hours)")
+    p.add_argument("--hours", type=HOURS, default=None, help="horizon [h] (default: the planner's horizon_hours)")
     p.add_argument("--start", default=None, help="forecast origin, ISO 8601 with offset (default: now, floored to the step)")
     p.add_argument("--history", default=None, help="history CSV (timestamp, load_kw[, pv_kw]); default: load.history_csv")
     p.add_argument("--weather", default=None, help="weather file: CSV (ghi_wm2, temp_air_c, ...), TMY3/TMY2, or Open-Meteo JSON")
     p.add_argument("--weather-format", choices=sorted(READERS), default=None, help="default: from the file name")
-    p.add_argument("--stride-hours", type=float, default=6.0, help="backtest: hours between forecast origins (default 6)")
+    p.add_argument("--stride-hours", type=HOURS, default=6.0, help="backtest: hours between forecast origins (default 6)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
 

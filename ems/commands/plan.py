@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ems.commands.argtypes import HOURS
 from ems.billing import check_history_up_to, site_contract_kw
 from ems.config import SiteConfig, load_site, peaks_history
 from ems.errors import DataError, Problem
@@ -36,7 +37,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     """Arguments of ``ems plan``."""
     p.add_argument("--config", required=True, metavar="CONFIG", help="site YAML file")
     p.add_argument("--start", metavar="ISO8601", help="plan start with UTC offset (default: now, floored to the step)")
-    p.add_argument("--hours", type=float, metavar="H", help="horizon in hours (default: the config's horizon_hours)")
+    p.add_argument("--hours", type=HOURS, metavar="H", help="horizon in hours (default: the config's horizon_hours)")
     p.add_argument("--pv", metavar="PV.csv", help="PV forecast CSV: timestamp,kw (default: the forecast module)")
     p.add_argument("--load", metavar="LOAD.csv", help="load forecast CSV: timestamp,kw (default: the forecast module)")
     p.add_argument("--soc", nargs="+", default=[], metavar="VEHICLE=PCT", help="state of charge of vehicles in percent")

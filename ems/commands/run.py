@@ -17,6 +17,7 @@ import sys
 
 import pandas as pd
 
+from ems.commands.argtypes import SPEED, number
 from ems.billing import check_history_up_to
 from ems.clock import SimClock, WallClock
 from ems.config import load_site, peaks_history
@@ -26,16 +27,6 @@ from ems.timegrid import month_of
 
 NAME = "run"
 HELP = "run the daemon: plan every step, dispatch setpoints, guard the demand peak, outage mode, store"
-
-
-def _positive(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number > 0; got {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be a number > 0; got {text}")
-    return value
 
 
 def parse_time(text: str | None, option: str) -> pd.Timestamp | None:
@@ -54,7 +45,7 @@ def parse_time(text: str | None, option: str) -> pd.Timestamp | None:
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """Arguments of ``ems run``."""
     p.add_argument("--config", required=True, metavar="CONFIG", help="site YAML file")
-    p.add_argument("--speed", type=_positive, default=1.0,
+    p.add_argument("--speed", type=SPEED, default=1.0,
                    help="simulated seconds per real second (default 1; > 1 needs simulated chargers)")
     p.add_argument("--start", metavar="ISO8601", help="simulated start time with offset (default: now)")
     p.add_argument("--until", metavar="ISO8601", help="stop at this (simulated) time (default: run until a signal)")
@@ -68,7 +59,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="where plans are solved: a worker process with its own planner (default: the model build "
                         "never competes with a dispatch tick for the interpreter lock; bench/daemon.py: office tick "
                         "p99 29-36 ms against 58 ms in a thread) or a worker thread (one process, less memory)")
-    p.add_argument("--dispatch-interval", type=_positive, metavar="S",
+    p.add_argument("--dispatch-interval", type=number(0.0, 3600.0, lo_open=True), metavar="S",
                    help="dispatch interval in simulated seconds (default: daemon.dispatch_interval_s, "
                         "at least speed x 0.05 s)")
 

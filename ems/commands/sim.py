@@ -15,6 +15,7 @@ import signal
 import sys
 
 from adapters.sim import Simulator, SiteSnapshot
+from ems.commands.argtypes import integer, number
 from ems.config import load_site
 from ems.devices import METER_UNIT_ID, sim_site
 
@@ -43,16 +44,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     """Arguments: the site config, where to listen, the simulated clock, the load replay."""
     p.add_argument("--config", required=True, metavar="CONFIG", help="site YAML file")
     p.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1; Modbus has no authentication)")
-    p.add_argument("--port", type=int, default=5020, help="TCP port (default 5020; 0 = any free port)")
+    p.add_argument("--port", type=integer(0, 65535), default=5020, help="TCP port (default 5020; 0 = any free port)")
     p.add_argument("--serial", metavar="DEVICE", help="serve Modbus RTU on this serial device instead of TCP")
-    p.add_argument("--baudrate", type=int, default=19200, help="RTU baud rate (default 19200)")
+    p.add_argument("--baudrate", type=integer(300, 4_000_000), default=19200, help="RTU baud rate (default 19200)")
     p.add_argument("--parity", choices=("N", "E", "O"), default="E", help="RTU parity (default E, 8 data bits, 1 stop bit)")
     p.add_argument("--speed", type=_positive, default=1.0, help="simulated seconds per real second (default 1)")
     p.add_argument("--replay", metavar="DATA.csv", help="load/PV history to replay (default: the site's load.history_csv)")
     p.add_argument("--start", type=_aware, help="simulated start time, ISO 8601 with offset (default: now)")
-    p.add_argument("--initial-soc", type=float, metavar="PCT", help="SOC of every vehicle at start [%%] (default: mid-window)")
+    p.add_argument("--initial-soc", type=number(0.0, 100.0), metavar="PCT", help="SOC of every vehicle at start [%%] (default: mid-window)")
     p.add_argument("--duration", type=_positive, metavar="S", help="stop after S real seconds (default: run until Ctrl-C)")
-    p.add_argument("--status-every", type=float, default=10.0, metavar="S", help="print the site state every S seconds (0: never)")
+    p.add_argument("--status-every", type=number(0.0, 86400.0), default=10.0, metavar="S",
+                   help="print the site state every S seconds (0: never)")
 
 
 def status_line(snap: SiteSnapshot, zone: dt.tzinfo) -> str:

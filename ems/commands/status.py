@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from ems.commands.argtypes import integer
 from ems.billing import site_contract_kw
 from ems.config import load_site
 from ems.errors import ConfigError, Problem
@@ -23,7 +24,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     """Arguments: the site config (its daemon.database names the store)."""
     p.add_argument("--config", required=True, help="site YAML file")
     p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.add_argument("--events", type=int, default=10, help="how many recent events to show (default 10)")
+    p.add_argument("--events", type=integer(0, 100_000), default=10, help="how many recent events to show (default 10)")
 
 
 def collect(store: Store, cfg, now: pd.Timestamp, n_events: int = 10) -> dict:

@@ -12,6 +12,7 @@ import json
 import os
 from pathlib import Path
 
+from ems.commands.argtypes import integer
 from ems.config import load_site
 from ems.errors import ConfigError, DataError, Problem
 
@@ -33,7 +34,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "charging), rule (timer), mpc (the daemon's planning and dispatch), oracle (perfect "
                         "foresight) (default: all)")
     p.add_argument("--out", default="study-out", metavar="DIR", help="output folder (default: study-out)")
-    p.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1), metavar="N",
+    p.add_argument("--workers", type=integer(1, 256), default=min(4, os.cpu_count() or 1), metavar="N",
                    help="local worker processes (default: up to 4; 1 runs in this process)")
     p.add_argument("--scheduler", metavar="ADDRESS", help="run on this Dask distributed scheduler (tcp://host:8786)")
     p.add_argument("--stochastic", action="store_true", help="draw vehicle arrivals, departures and trips around "

@@ -135,6 +135,18 @@ CASES = {
     "price on the site's own car": (
         "    max_soc_pct: 90\n", "    max_soc_pct: 90\n    energy_price_per_kwh: 40\n",
         "{line}: vehicles[0]: energy_price_per_kwh (40) applies to driver-owned cars only", "- id: car"),
+    "a bool as kW": (
+        "  import_limit_kw: 10", "  import_limit_kw: true",
+        "{line}: grid.import_limit_kw = True: Input should be a valid number", "import_limit_kw"),
+    "infinite kW": (
+        "  import_limit_kw: 10", "  import_limit_kw: .inf",
+        "{line}: grid.import_limit_kw = inf: Input should be a finite number", "import_limit_kw"),
+    "NaN capacity": (
+        "    capacity_kwh: 60", "    capacity_kwh: .nan",
+        "{line}: vehicles[0].capacity_kwh = nan: Input should be a finite number", "capacity_kwh"),
+    "a number as text": (
+        "    capacity_kwh: 60", "    capacity_kwh: '60'",
+        "{line}: vehicles[0].capacity_kwh = '60': Input should be a valid number", "capacity_kwh"),
     "unknown owner": (
         "    max_soc_pct: 90\n", "    max_soc_pct: 90\n    owner: employee\n    energy_price_per_kwh: 40\n",
         "vehicles[0].owner = 'employee'", "owner:"),
