@@ -51,8 +51,8 @@ def main(argv: list[str] | None = None) -> int:
         return int(commands[args.command].run(args))  # type: ignore[attr-defined]
     except InputError as exc:
         print(f"error: {len(exc.problems)} problem(s):", file=sys.stderr)
-        for p in exc.problems:
-            print(f"  {p}", file=sys.stderr)
+        for line in exc.lines():
+            print(f"  {line}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

@@ -28,8 +28,8 @@ def run(args: argparse.Namespace) -> int:
         except ConfigError as exc:
             status = 2
             print(f"{path}: INVALID, {len(exc.problems)} problem(s)", file=sys.stderr)
-            for p in exc.problems:
-                print(f"  {p}", file=sys.stderr)
+            for line in exc.lines():
+                print(f"  {line}", file=sys.stderr)
             continue
         print(f"{path}: OK")
         print(summary(cfg))

@@ -12,8 +12,13 @@ rule instead, with a ``fallback`` event (``plan-restored`` when a plan is follow
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import logging
 import multiprocessing
+import os
+import signal
+import sys
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
@@ -200,7 +205,7 @@ class PlanKeeper:
             return self._pool, self._solve
         if self._solver is None:
             self._solver = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"),
-                                               initializer=_solver_init, initargs=(self.host.cfg,))
+                                               initializer=_solver_init, initargs=(self.host.cfg, os.getpid()))
         return self._solver, _solver_plan
 
     def _close_solver(self) -> None:
@@ -275,10 +280,36 @@ class PlanKeeper:
 _SOLVER: Planner | None = None   # the planner of a solver process (see PlanKeeper._solve_call)
 
 
-def _solver_init(cfg: SiteConfig) -> None:
-    """Solver process start: one persistent planner for the site."""
+#: how often a solver process checks that the daemon that started it is still there [s]
+PARENT_CHECK_S = 1.0
+
+
+def _solver_init(cfg: SiteConfig, parent_pid: int) -> None:
+    """Solver process start: one persistent planner for the site; the process never outlives the
+    daemon (:func:`_follow_parent`) and leaves Ctrl-C to it (no traceback of its own)."""
     global _SOLVER
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _follow_parent(parent_pid)
     _SOLVER = Planner(cfg)
+
+
+def _follow_parent(parent_pid: int) -> None:
+    """End this process when ``parent_pid`` is gone, even after a ``kill -9`` of the daemon: the
+    kernel's parent-death signal where Linux offers it, and a watch thread on any system."""
+    if sys.platform.startswith("linux"):
+        try:   # prctl(PR_SET_PDEATHSIG, SIGTERM)
+            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM, 0, 0, 0)
+        except (OSError, AttributeError):
+            pass
+
+    def watch() -> None:
+        while True:
+            time.sleep(PARENT_CHECK_S)
+            if os.getppid() != parent_pid:
+                os._exit(0)
+    threading.Thread(target=watch, name="ems-parent-watch", daemon=True).start()
+    if os.getppid() != parent_pid:   # the daemon died before this process got here
+        os._exit(0)
 
 
 def _solver_plan(start, pv, load, state, outage, uplift=None) -> PlanResult:

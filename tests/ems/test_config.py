@@ -271,3 +271,17 @@ def test_clock_parsing_and_departure_offsets():
     assert weekend.depart_offset(4).total_seconds() == (2 * 24 + 13) * 3600
     same_day_next_week = PlugWindow(days=["mon"], arrive="18:30", depart="mon 07:30", departure_soc_pct=80)
     assert same_day_next_week.depart_offset(0).total_seconds() == (6 * 24 + 13) * 3600
+
+
+def test_a_file_named_by_mistake_is_quoted_only_in_an_excerpt(tmp_path, capsys):
+    """A tariff key naming some other text file: the error names it and quotes at most a short
+    excerpt of what it read, never the file (which could be anything, /etc/passwd included)."""
+    secret = "\n".join(f"line {i}: not for the log" for i in range(500))
+    (tmp_path / "notes.txt").write_text(secret)
+    path = site_file(tmp_path, BASE.replace("tariff: tariff.yaml", "tariff: notes.txt"))
+    from ems.cli import main
+    assert main(["check", str(path)]) == 2
+    err = capsys.readouterr()
+    text = err.out + err.err
+    assert "notes.txt" in text and "line 40:" not in text and "line 499" not in text
+    assert "more problem(s) not shown" in text and len(text) < 6000

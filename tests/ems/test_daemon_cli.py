@@ -102,3 +102,30 @@ def test_speed_needs_simulated_chargers_and_until_after_start(tmp_path, capsys):
     assert main(["run", "--config", str(ok), "--speed", "10", "--start", "2024-07-08T18:00+09:00",
                  "--until", "2024-07-08T17:00+09:00"]) == 2
     assert "--until" in capsys.readouterr().err
+
+
+def test_the_solver_process_dies_with_a_killed_daemon(tmp_path):
+    """kill -9 of the daemon: its solver worker (and the multiprocessing helpers) end within seconds
+    instead of running on for ever; a supervisor restarting the daemon does not pile them up."""
+    psutil = pytest.importorskip("psutil")
+    path = site_copy(tmp_path)
+    db = tmp_path / "ems.sqlite"
+    proc = subprocess.Popen([sys.executable, "-m", "ems.cli", "run", "--config", str(path), "--speed", "60",
+                             "--start", "2024-07-09T02:00+09:00", "--solver", "process"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        _wait_for_ticks(db)
+        deadline = time.monotonic() + 60
+        children: list = []
+        while time.monotonic() < deadline and not children:
+            children = psutil.Process(proc.pid).children(recursive=True)
+            time.sleep(0.2)
+        assert children, "no solver process started"
+        proc.kill()
+        proc.wait(timeout=10)
+        gone, alive = psutil.wait_procs(children, timeout=15)
+        assert alive == [], [p.cmdline()[:3] for p in alive]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
