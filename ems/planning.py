@@ -428,16 +428,6 @@ def _frames(problem: PlanProblem, index: pd.DatetimeIndex, v: Values) -> tuple[p
     return schedule, assign
 
 
-def _schedule_peak_kw(problem: PlanProblem, index: pd.DatetimeIndex, import_kw: np.ndarray, tariff: Tariff) -> float:
-    """:func:`window_peak_kw` from the problem's own demand windows where it has them (no pandas) [kW]."""
-    d = problem.demand
-    if d is None:
-        return window_peak_kw(index, import_kw, tariff)
-    n = np.bincount(d.window_of_step, minlength=d.n_windows)
-    kw = np.bincount(d.window_of_step, weights=import_kw, minlength=d.n_windows)
-    return float((kw[n > 0] / n[n > 0]).max())
-
-
 def _planned_peaks_kw(problem: PlanProblem, import_kw: np.ndarray) -> dict[str, float]:
     """Per horizon billing month, the schedule's highest window average on the point forecast [kW]
     (nothing metered before the plan, no allowance for forecast error); empty without a demand charge."""
@@ -536,6 +526,7 @@ class Planner:
         cost = plan_costs(problem, req, values, soft)
         schedule, assign = _frames(problem, index, values)
         fixed = _fixed_cost(self.cfg, index)
+        planned = _planned_peaks_kw(problem, values.imp)
         outcome = PlanSummary(
             status=PlanStatus.FALLBACK if fallback else PlanStatus(sol.status), method="rule" if fallback else sol.method,
             fallback=fallback, infeasible=infeasible, relaxed=sorted(soft), objective=cost.objective,
@@ -544,8 +535,8 @@ class Planner:
             penalty_cost=cost.penalty,
             terminal_value=cost.terminal_value, fixed_cost=fixed,
             bill_cost=cost.energy + cost.demand + fixed - cost.export_credit,
-            peak_kw=_schedule_peak_kw(problem, index, values.imp, self.cfg.tariff), unserved_kwh=cost.unserved_kwh,
-            month_peaks_kw=cost.month_peaks_kw, planned_peaks_kw=_planned_peaks_kw(problem, values.imp),
+            peak_kw=max(planned.values()) if planned else window_peak_kw(index, values.imp, self.cfg.tariff),
+            unserved_kwh=cost.unserved_kwh, month_peaks_kw=cost.month_peaks_kw, planned_peaks_kw=planned,
             final_soc_kwh={veh.id: float(values.soc[vi, -1]) for vi, veh in enumerate(problem.vehicles)},
             build_seconds=build_s, solve_seconds=solve_s,
             shortfalls=found_before_solving(problem, req) + found, messages=messages)

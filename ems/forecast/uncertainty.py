@@ -31,6 +31,13 @@ REPLAY_DAYS = 42                        # weeks of origins replayed before ``end
 STRIDE_HOURS = 12.0                     # origins at local midnight and noon
 
 
+def error_class(start: pd.Timestamp, index: pd.DatetimeIndex, zone: str) -> tuple[np.ndarray, np.ndarray]:
+    """(lead class, local 3-hour block) of each step of ``index`` for a forecast made at ``start``."""
+    lead_h = np.asarray((index - start) / pd.Timedelta(hours=1))
+    rows = np.clip(np.searchsorted(LEAD_EDGES_H, lead_h, side="right") - 1, 0, len(LEAD_EDGES_H) - 2)
+    return rows, np.asarray(index.tz_convert(zone).hour) // HOUR_BLOCK
+
+
 @dataclass(frozen=True)
 class NetErrorQuantile:
     """The ``quantile`` (fraction) of the net import forecast's error [kW] by lead class (rows,
@@ -45,9 +52,7 @@ class NetErrorQuantile:
     def uplift_kw(self, start: pd.Timestamp, index: pd.DatetimeIndex, zone: str) -> np.ndarray:
         """The load the plan should allow for above its forecast at each step of ``index`` for a
         forecast made at ``start`` [kW] (>= 0)."""
-        lead_h = (index - start) / pd.Timedelta(hours=1)
-        rows = np.clip(np.searchsorted(LEAD_EDGES_H, np.asarray(lead_h), side="right") - 1, 0, len(LEAD_EDGES_H) - 2)
-        cols = np.asarray(index.tz_convert(zone).hour) // HOUR_BLOCK
+        rows, cols = error_class(start, index, zone)
         return np.maximum(self.table[rows, cols], 0.0)
 
 
@@ -86,10 +91,7 @@ def net_error_quantile(forecaster: SiteForecaster, end: pd.Timestamp, quantile_p
         truth = h.load_kw[pos:pos + n] - (h.pv_kw[pos:pos + n] if h.pv_kw is not None else 0.0)
         err = truth - (fc.load_kw.to_numpy() - fc.pv_kw.to_numpy())
         ok = np.isfinite(err)
-        index = fc.load_kw.index
-        lead = np.asarray((index - t0) / pd.Timedelta(hours=1))
-        rows = np.clip(np.searchsorted(LEAD_EDGES_H, lead, side="right") - 1, 0, len(LEAD_EDGES_H) - 2)
-        cols = np.asarray(index.tz_convert(forecaster.cfg.site.timezone).hour) // HOUR_BLOCK
+        rows, cols = error_class(t0, fc.load_kw.index, forecaster.cfg.site.timezone)
         errors.append(err[ok])
         classes.append((rows[ok], cols[ok]))
         used += 1
