@@ -64,13 +64,16 @@ def parse_months(text: str) -> list[int]:
     return months
 
 
-def site_files(tmp: Path, seed: int, months: list[int], peak_quantile: float | None = None):
+def site_files(tmp: Path, seed: int, months: list[int], peak_quantile: float | None = None,
+               peak_hedge: float | None = None):
     """The noisy year, the config copy reading it as its history (with ``planner.peak_quantile_pct``
-    when given), the span's CSV."""
+    and ``planner.peak_hedge_pct`` when given), the span's CSV."""
     year = noisy_office_year(seed)
     noisy = year.write_csv(tmp / f"noisy-office-{YEAR}-30min.csv")
     text = CONFIG.read_text()
     quantile = "" if peak_quantile is None else f"\n  peak_quantile_pct: {peak_quantile:g}"
+    if peak_hedge is not None:
+        quantile += f"\n  peak_hedge_pct: {peak_hedge:g}"
     for old, new in (("tariff: tariffs/", f"tariff: {ROOT}/configs/tariffs/"),
                      ("history_csv: data/office-2024-30min.csv", f"history_csv: {noisy}"),
                      ("  horizon_hours: 48", "  horizon_hours: 48" + quantile)):
@@ -129,6 +132,8 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--peak-quantile", type=float, metavar="PCT",
                     help="plan with planner.peak_quantile_pct PCT (default: the config's, off)")
+    ap.add_argument("--peak-hedge", type=float, metavar="PCT",
+                    help="plan with planner.peak_hedge_pct PCT (default: the config's)")
     args = ap.parse_args()
     months = parse_months(args.months)
     variants = [v.strip() for v in args.weather.split(",") if v.strip()]
@@ -138,7 +143,7 @@ def main() -> None:
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         log(f"generating the noisy office year (seed {args.seed}) in {tmp}")
-        year, config, span, rows = site_files(Path(tmp), args.seed, months, args.peak_quantile)
+        year, config, span, rows = site_files(Path(tmp), args.seed, months, args.peak_quantile, args.peak_hedge)
         site = [(str(config), str(span))]
         items = scenarios(site, [], BASE)
         mpc_items = {v: scenarios(site, [], ["mpc"], weather_forecast=None if v == "none" else v,
@@ -166,6 +171,7 @@ def main() -> None:
                  "months": [f"{YEAR}-{m:02d}" for m in months], "steps": len(frame)},
         "weather_forecast_seed": wseed if "noisy" in variants else None,
         "peak_quantile_pct": args.peak_quantile,
+        "peak_hedge_pct": args.peak_hedge,
         "noisy_year_in_span": {"load_kwh": round(frame["load_kw"].sum() / 2), "cooling_kwh": round(frame["cooling_kw"].sum() / 2),
                                "peak_load_kw": round(frame["load_kw"].max(), 2),
                                "peak_load_without_surprises_kw": round((frame["load_kw"] - frame["surprise_kw"]).max(), 2),

@@ -373,6 +373,22 @@ class PlannerSection(Strict):
                     "null: the point forecast",
     )
 
+    peak_hedge_pct: float = Field(
+        default=25.0, ge=0, le=100,
+        description="price the highest 30-minute average of the next peak_hedge_hours (this month) again at this "
+                    "percentage of the demand rate, above the month's metered peak, and have the guard hold that level: "
+                    "a later forecast peak does not make a peak now free (0: off)",
+    )
+    peak_hedge_hours: float = Field(
+        default=24.0, gt=0, le=168,
+        description="how far ahead the near-term peak of peak_hedge_pct looks [h]",
+    )
+
+    @property
+    def peak_hedge(self) -> float:
+        """``peak_hedge_pct`` as a fraction of the demand rate."""
+        return self.peak_hedge_pct / 100
+
     @property
     def mip_gap(self) -> float:
         """The solver's relative MIP gap as a fraction (``mip_gap_pct`` / 100)."""

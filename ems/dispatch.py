@@ -85,6 +85,7 @@ class PluggedCar:
     hours_to_departure: float = math.inf
     max_charge_kw: float = math.inf
     charge_efficiency: float = 0.95
+    max_discharge_kw: float = math.inf
 
 
 def _water_fill(room_kw: float, caps_kw: list[float]) -> list[float]:
@@ -231,6 +232,8 @@ class DispatchInput:
 
     ``site_import_kw`` is the meter's net power now (+ import, - export); ``planned`` maps charger
     id to (charge_kw, discharge_kw) of the current plan step, or is None when no fresh plan exists.
+    ``peak_hold_kwh``: car energy the rest of the day's likely peaks need above the target
+    (:func:`peak_hold_kwh`); the plan's discharge beyond what holds the target now never spends it.
     """
 
     units: list[UnitState]
@@ -243,6 +246,27 @@ class DispatchInput:
     vehicle_export_allowed: bool = False
     import_limit_kw: float = math.inf
     tick_h: float = 5 / 3600
+    peak_hold_kwh: float = 0.0
+
+
+def peak_hold_kwh(cars: list[PluggedCar], expected_net_kw: list[float], target_kw: float, step_h: float) -> float:
+    """Battery energy the plugged cars must keep for the later peaks they are still there for [kWh].
+
+    For each step j >= 1 of ``expected_net_kw`` (the building's expected import, load - PV, per
+    step of ``step_h`` hours from now: a high quantile where the plan uses one), the import above
+    ``target_kw`` that the cars present then could cover (at most their discharge ratings), through
+    their discharge efficiency. Step 0 is the guard's, on the measured import.
+    """
+    need = 0.0
+    for j, net in enumerate(expected_net_kw[1:], start=1):
+        present = [c for c in cars if c.hours_to_departure > j * step_h]
+        over = net - target_kw
+        if over <= 0 or not present:
+            continue
+        cap = sum(c.max_discharge_kw for c in present)
+        eta = sum(c.discharge_efficiency for c in present) / len(present)
+        need += min(over, cap) * step_h / eta
+    return need
 
 
 def allowed_import_kw(window: WindowMeter, target_peak_kw: float) -> float:
@@ -322,6 +346,8 @@ def dispatch(inp: DispatchInput) -> DispatchResult:
             wanted[u.charger_id] = fallback_setpoint(u, rules)
         wanted[u.charger_id] = _clamp(u, rules, *wanted[u.charger_id], inp.tick_h)
     reasons = {u.charger_id: reason for u in inp.units}
+    if inp.peak_hold_kwh > 0 and inp.planned is not None:
+        _hold_for_later_peaks(inp, wanted, reasons)
     short, refill = _guard(inp, wanted, reasons)
     return DispatchResult([Setpoint(cid, _clean(c), _clean(d), reasons[cid]) for cid, (c, d) in wanted.items()],
                           _clean(short), _clean(refill), dict(inp.rules))
@@ -345,11 +371,14 @@ def peak_aware_dispatch(inp: DispatchInput, cars: list[PluggedCar], reserve_kwh:
     """
     base_now = _base_import_kw(inp)
 
+    hold = 0.0 if expected_net_kw is None else peak_hold_kwh(cars, expected_net_kw, inp.target_peak_kw, step_h)
+
     def at(level: float) -> DispatchResult:
         headroom = None
         if expected_net_kw is not None:
             headroom = [max(level - base_now, 0.0)] + [max(level - x, 0.0) for x in expected_net_kw[1:]]
-        return dispatch(replace(inp, rules={**inp.rules, **share_floors(cars, reserve_kwh, headroom, step_h)}))
+        return dispatch(replace(inp, rules={**inp.rules, **share_floors(cars, reserve_kwh, headroom, step_h)},
+                                peak_hold_kwh=hold))
 
     res = at(inp.target_peak_kw)
     if expected_net_kw is None or not res.guard_short or not math.isfinite(inp.target_peak_kw):
@@ -426,6 +455,32 @@ def _guard(inp: DispatchInput, wanted: dict[str, tuple[float, float]], reasons: 
     _no_vehicle_export(inp, wanted, base)
     short = max(excess, 0.0)
     return short, min(short, needed) if short > 1e-6 else 0.0
+
+
+def _hold_for_later_peaks(inp: DispatchInput, wanted: dict[str, tuple[float, float]], reasons: dict[str, str]) -> None:
+    """Trim the plan's discharge beyond what holds the target now, so the battery energy above the
+    floors after the tick leaves ``inp.peak_hold_kwh`` for the later peaks (largest discharges
+    first; battery energy = AC kW x tick / discharge efficiency)."""
+    units = {u.charger_id: u for u in inp.units}
+    base = _base_import_kw(inp)
+    allowed = min(allowed_import_kw(inp.window, inp.target_peak_kw), inp.import_limit_kw)
+    total_dis = sum(d for _, d in wanted.values())
+    needed_now = max(base + sum(c for c, _ in wanted.values()) - allowed, 0.0)
+    plugged = [(cid, u) for cid, u in units.items() if u.plugged]
+    if not plugged:
+        return
+    spare_kwh = sum(max(u.soc_kwh - departure_floor_kwh(u, inp.rules[cid]), 0.0) for cid, u in plugged) - inp.peak_hold_kwh
+    eta = sum(u.discharge_efficiency for _, u in plugged) / len(plugged)
+    over = total_dis - needed_now - max(spare_kwh, 0.0) * eta / inp.tick_h   # [kW] at the unit's AC side
+    for cid in sorted(wanted, key=lambda k: -wanted[k][1]):
+        if over <= 1e-9:
+            break
+        c, d = wanted[cid]
+        trim = min(d, over)
+        if trim > 0:
+            wanted[cid] = (c, d - trim)
+            reasons[cid] = "peak-hold"
+            over -= trim
 
 
 def _no_vehicle_export(inp: DispatchInput, wanted: dict[str, tuple[float, float]], base: float) -> None:

@@ -63,7 +63,7 @@ class PlanSummary:
     """The summary of one plan (or of consecutive monthly plans, see ``months``).
 
     Money in the tariff's currency: ``objective`` is what the model minimised (energy + demand +
-    ratchet + wear + driver settlement + penalty - export credit - terminal value); ``bill_cost``
+    ratchet + wear + driver settlement + penalty + hedge - export credit - terminal value); ``bill_cost``
     what the horizon's bills show (energy + demand + fixed - export credit);
     ``driver_settlement`` what the site pays the drivers of driver-owned cars for the energy it
     takes from them, per stay on balance (the energy the plan adds earns it nothing: it never sells
@@ -75,6 +75,9 @@ class PlanSummary:
     load left unserved in a planned outage [kWh]. ``infeasible``: the requirements could not all be
     met together, so the plan was solved with each of them relaxed; ``relaxed`` the families
     relaxed. ``build_seconds``/``solve_seconds``: model preparation and solver time [s].
+    ``near_peak_kw``: with ``planner.peak_hedge_pct``, the first month's highest planned average
+    in the near term (at least its metered peak) [kW]; ``hedge_cost`` its price in the objective
+    (a planning price, on no bill).
     """
 
     status: PlanStatus
@@ -103,6 +106,8 @@ class PlanSummary:
     messages: list[str] = field(default_factory=list)
     months: int = 1
     planned_peaks_kw: dict[str, float] = field(default_factory=dict)
+    near_peak_kw: dict[str, float] = field(default_factory=dict)
+    hedge_cost: float = 0.0
 
     def shortfalls_of(self, kind: ShortfallKind) -> list[Shortfall]:
         """The shortfalls of one requirement family."""
@@ -112,7 +117,11 @@ class PlanSummary:
         """The schedule's own peak in billing month "YYYY-MM" [kW]: its highest 30-minute average
         import on the point forecast (``planned_peaks_kw``; ``month_peaks_kw`` also holds what was
         metered and any allowance for forecast error); the whole plan's peak when the month is not
-        priced separately (no demand charge). The demand guard holds this level."""
+        priced separately (no demand charge). With a near-term hedge (``planner.peak_hedge_pct``)
+        the level of the near term instead (``near_peak_kw``, its first month only): a peak the
+        forecast sees tomorrow does not license one now. The demand guard holds this level."""
+        if month in self.near_peak_kw:
+            return float(self.near_peak_kw[month])
         return float(self.planned_peaks_kw.get(month, self.peak_kw))
 
     @property
@@ -148,7 +157,7 @@ def add_up(parts: Iterable[PlanSummary], labels: Iterable[str]) -> PlanSummary:
     parts, labels = list(parts), list(labels)
     additive = ("objective", "energy_cost", "demand_cost", "ratchet_cost", "export_credit", "wear_cost",
                 "driver_settlement", "penalty_cost", "terminal_value", "fixed_cost", "bill_cost", "unserved_kwh", "build_seconds",
-                "solve_seconds")
+                "solve_seconds", "hedge_cost")
     sums = {k: float(sum(getattr(p, k) for p in parts)) for k in additive}
     statuses = [p.status for p in parts]
     status = next((s for s in (PlanStatus.FALLBACK, PlanStatus.FEASIBLE) if s in statuses), statuses[0])
@@ -158,6 +167,7 @@ def add_up(parts: Iterable[PlanSummary], labels: Iterable[str]) -> PlanSummary:
         peak_kw=max(p.peak_kw for p in parts),
         month_peaks_kw={k: v for p in parts for k, v in p.month_peaks_kw.items()},
         planned_peaks_kw={k: v for p in parts for k, v in p.planned_peaks_kw.items()},
+        near_peak_kw={k: v for p in parts for k, v in p.near_peak_kw.items()},
         final_soc_kwh=dict(parts[-1].final_soc_kwh),
         shortfalls=[s for p in parts for s in p.shortfalls],
         messages=[f"{label}: {m}" for p, label in zip(parts, labels) for m in p.messages],

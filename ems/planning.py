@@ -263,8 +263,10 @@ def demand_spec(cfg: SiteConfig, index: pd.DatetimeIndex, state: SiteState,
         # whatever the plan does: only what the plan adds above it is the plan's ratchet cost
         metered = [floor[i] for i in np.flatnonzero(links[b])] if b >= M else []
         held[b] = max([basic.minimum_contract_kw, *old, *metered])
+    hedge = np.flatnonzero((month_of_window == 0) & ((ws - local[0]) / pd.Timedelta(hours=1) < cfg.planner.peak_hedge_hours))
     return DemandSpec(rate, window_of_step.astype(int), pre, hours.to_numpy(dtype=float), month_of_window.astype(int),
-                      floor, held, links, np.arange(len(billed)) < M, tuple(billed))
+                      floor, held, links, np.arange(len(billed)) < M, tuple(billed),
+                      hedge if cfg.planner.peak_hedge > 0 else hedge[:0], cfg.planner.peak_hedge * rate)
 
 
 def block_spec(cfg: SiteConfig, index: pd.DatetimeIndex, state: SiteState) -> BlockSpec | None:
@@ -428,18 +430,36 @@ def _frames(problem: PlanProblem, index: pd.DatetimeIndex, v: Values) -> tuple[p
     return schedule, assign
 
 
+def _schedule_window_kw(problem: PlanProblem, import_kw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each demand window's average of the schedule's own import [kW] (nothing metered before the
+    plan, no allowance for forecast error) and its number of steps in the horizon."""
+    d = problem.demand
+    n = np.bincount(d.window_of_step, minlength=d.n_windows)
+    kw = np.bincount(d.window_of_step, weights=import_kw, minlength=d.n_windows)
+    return kw / np.maximum(n, 1), n
+
+
+def _near_peak(problem: PlanProblem, import_kw: np.ndarray) -> dict[str, float]:
+    """With a near-term hedge: {first month: the schedule's highest window average in the hedge
+    windows, at least the month's metered peak} [kW]; else empty."""
+    d = problem.demand
+    if d is None or not d.hedged:
+        return {}
+    kw, _ = _schedule_window_kw(problem, import_kw)
+    return {d.labels[0]: max(float(d.month_floor_kw[0]), float(kw[d.hedge_windows].max()))}
+
+
 def _planned_peaks_kw(problem: PlanProblem, import_kw: np.ndarray) -> dict[str, float]:
     """Per horizon billing month, the schedule's highest window average on the point forecast [kW]
     (nothing metered before the plan, no allowance for forecast error); empty without a demand charge."""
     d = problem.demand
     if d is None:
         return {}
-    n = np.bincount(d.window_of_step, minlength=d.n_windows)
-    kw = np.bincount(d.window_of_step, weights=import_kw, minlength=d.n_windows)
+    kw, n = _schedule_window_kw(problem, import_kw)
     out: dict[str, float] = {}
     for w in np.flatnonzero(n):
         label = d.labels[int(d.month_of_window[w])]
-        out[label] = max(out.get(label, 0.0), float(kw[w] / n[w]))
+        out[label] = max(out.get(label, 0.0), float(kw[w]))
     return out
 
 
@@ -537,6 +557,7 @@ class Planner:
             bill_cost=cost.energy + cost.demand + fixed - cost.export_credit,
             peak_kw=max(planned.values()) if planned else window_peak_kw(index, values.imp, self.cfg.tariff),
             unserved_kwh=cost.unserved_kwh, month_peaks_kw=cost.month_peaks_kw, planned_peaks_kw=planned,
+            near_peak_kw=_near_peak(problem, values.imp), hedge_cost=cost.hedge,
             final_soc_kwh={veh.id: float(values.soc[vi, -1]) for vi, veh in enumerate(problem.vehicles)},
             build_seconds=build_s, solve_seconds=solve_s,
             shortfalls=found_before_solving(problem, req) + found, messages=messages)
@@ -574,8 +595,10 @@ def plan_span(cfg: SiteConfig, pv_kw: pd.Series, load_kw: pd.Series, state: Site
 
     Each month is one problem over exactly that month (in the tariff's time zone); the next month
     starts from its final SOC, with its metered peak added to the ratchet history. The figures in
-    the summary add up over the months (``peak_kw`` is the largest; seconds are totals).
+    the summary add up over the months (``peak_kw`` is the largest; seconds are totals). The
+    near-term hedge (``planner.peak_hedge_pct``) is off: the series are known, not forecast.
     """
+    cfg = cfg.model_copy(update={"planner": cfg.planner.model_copy(update={"peak_hedge_pct": 0.0})})
     step = pd.Timedelta(minutes=cfg.planner.step_minutes)
     idx = load_kw.index.intersection(pv_kw.index).sort_values()
     if len(idx) < 2:

@@ -95,7 +95,11 @@ class DemandSpec:
     - ``held_kw[k]``: contract kW billed month k holds whatever the plan does (history peaks in
       its ratchet window, the minimum contract) [kW];
     - ``links[k, m]``: horizon month m lies in billed month k's ratchet window;
-    - ``labels[k]``: "YYYY-MM" of billed month k.
+    - ``labels[k]``: "YYYY-MM" of billed month k;
+    - ``hedge_windows``: the windows of the near term (the first hours of the horizon, in its first
+      month) whose highest average is priced again at ``hedge_rate_per_kw`` [currency/kW] above
+      ``month_floor_kw[0]``: a peak now is certain, one the forecast sees later may not come, so a
+      later forecast peak does not make a peak now free (``planner.peak_hedge_pct``; empty: off).
     """
 
     rate_per_kw_month: float
@@ -108,6 +112,13 @@ class DemandSpec:
     links: np.ndarray
     in_horizon: np.ndarray
     labels: tuple[str, ...]
+    hedge_windows: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=int))
+    hedge_rate_per_kw: float = 0.0
+
+    @property
+    def hedged(self) -> bool:
+        """Whether the near-term peak is priced (a rate and at least one window)."""
+        return self.hedge_rate_per_kw > 0 and self.hedge_windows.size > 0
 
     @property
     def n_windows(self) -> int:

@@ -424,6 +424,24 @@ def add_demand(m: _Matrix, problem: PlanProblem, vals: dict[str, Any]) -> None:
     m.index["ratchet"] = (b, mth)
     m.add(r, contract[b], 1.0)
     m.add(r, peak[mth], -1.0)
+    if d.hedged:
+        add_hedge(m, problem, vals)
+
+
+def add_hedge(m: _Matrix, problem: PlanProblem, vals: dict[str, Any]) -> None:
+    """The near-term peak [kW]; rows ``hedge_window`` (the hedge windows H).
+
+    near - sum_{t in w} imp[t] * dt / hours[w] >= pre[w] / hours[w] for w in H;  near >= floor[0].
+    """
+    d = problem.demand
+    near = m.var("near", (1,), vals["floor"][0], INF)
+    r = m.con("hedge_window", (d.hedge_windows.size,), vals["pre_avg"][d.hedge_windows], INF)
+    m.add(r, np.repeat(near, d.hedge_windows.size), 1.0)
+    row_of_window = np.full(d.n_windows, -1)
+    row_of_window[d.hedge_windows] = np.arange(d.hedge_windows.size)
+    steps = np.flatnonzero(row_of_window[d.window_of_step] >= 0)
+    w = d.window_of_step[steps]
+    m.add(r[row_of_window[w]], m.cols["imp"][steps], -problem.dt_h / d.window_hours[w])
 
 
 def add_blocks(m: _Matrix, problem: PlanProblem, vals: dict[str, Any]) -> None:
@@ -515,7 +533,7 @@ def add_objective(m: _Matrix, problem: PlanProblem, vals: dict[str, Any]) -> flo
 
     sum_t (c_imp[t]*imp[t] - c_exp[t]*exp[t] + c_uns*uns[t] + c_res*res_short[t])
     + sum_{p,t} c_wear[p]*dis[p,t] + sum_s settle[s] + sum_v c_term[v]*soc[v,T] + rate * sum_b contract[b]
-    + sum_{n,j} c_block[j]*block[n,j] + pen_import*dt * sum_t over[t]
+    + sum_{n,j} c_block[j]*block[n,j] + hedge_rate * near + pen_import*dt * sum_t over[t]
     + pen_min_soc*dt * sum_{v,k>=1} below[v,k] + pen_target * sum tgt_short + pen_final * sum final_short
     + obj_const (c_* already hold dt: currency per kW-step, per kWh or per kW-month).
     """
@@ -524,7 +542,7 @@ def add_objective(m: _Matrix, problem: PlanProblem, vals: dict[str, Any]) -> flo
               "dis": vals["c_wear"].reshape(-1, 1), "settle": 1.0,
               "res_short": vals["c_res"], "contract": vals.get("rate"), "block": vals.get("c_block"),
               "over": vals.get("pen_import", 0.0) * dt, "tgt_short": vals.get("pen_target"),
-              "final_short": vals.get("pen_final")}
+              "final_short": vals.get("pen_final"), "near": vals.get("hedge_rate")}
     for name, price in prices.items():
         if name in c:
             m.cost(c[name], price)

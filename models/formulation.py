@@ -71,7 +71,7 @@ def structure_key(problem: PlanProblem, soft: frozenset[str] = frozenset()) -> t
     """Everything that fixes the model's shape: equal keys mean :func:`update_params` can reuse a model."""
     d = problem.demand
     demand = None if d is None else (d.window_of_step.tobytes(), d.window_hours.tobytes(), d.month_of_window.tobytes(),
-                                     d.links.tobytes(), d.in_horizon.tobytes())
+                                     d.links.tobytes(), d.in_horizon.tobytes(), d.hedge_windows.tobytes(), d.hedged)
     blocks = None if problem.blocks is None else (problem.blocks.month_of_step.tobytes(), problem.blocks.room_kwh.shape)
     soft_shape = None
     if soft:
@@ -138,6 +138,9 @@ def param_values(problem: PlanProblem, req: Requirements, soft: frozenset[str] =
         vals["held"] = d.held_kw
         vals["rate"] = d.rate_per_kw_month
         vals["obj_const"] -= d.rate_per_kw_month * float(d.held_kw[~d.in_horizon].sum())
+        if d.hedged:
+            vals["hedge_rate"] = d.hedge_rate_per_kw
+            vals["obj_const"] -= d.hedge_rate_per_kw * float(d.month_floor_kw[0])
     if problem.blocks is not None:
         vals["room"] = np.where(np.isfinite(problem.blocks.room_kwh), problem.blocks.room_kwh, 0.0)
         vals["c_block"] = problem.blocks.rates
@@ -173,7 +176,7 @@ _INDEX = {  # parameter -> names of its index sets
     "c_wear": ("P",), "soc_lb": ("V", "K"), "soc_ub": ("V", "K"), "trip": ("V", "K"), "jump_max": ("V", "K"),
     "held_max": ("V", "T"), "held_rhs": ("V", "T"), "res_rhs": ("T",), "res_ub": ("T",), "c_term": ("V",), "obj_const": (),
     "settle_rhs": ("S",),
-    "pre_avg": ("W",), "floor": ("M",), "held": ("B",), "rate": (), "room": ("N", "J"), "c_block": ("J",),
+    "pre_avg": ("W",), "floor": ("M",), "held": ("B",), "rate": (), "hedge_rate": (), "room": ("N", "J"), "c_block": ("J",),
     "pen_import": (), "pen_min_soc": (), "pen_target": (), "pen_reserve": (), "pen_final": (),
     "soft_min": ("V", "K"), "soft_target": ("V", "K"), "soft_final": ("V",),
 }
@@ -365,6 +368,10 @@ def add_demand(m: pe.ConcreteModel, problem: PlanProblem) -> None:
                              - sum((dt / float(d.window_hours[w])) * m.imp[t] for t in steps[w]) >= m.pre_avg[w])
     links = [(b, i) for b, i in zip(*np.nonzero(d.links))]
     m.ratchet = pe.Constraint(links, rule=lambda m, b, i: m.contract[b] - m.peak[i] >= 0)
+    if d.hedged:
+        m.near = pe.Var([0], bounds=lambda m, i: (m.floor[0], None))
+        m.hedge_window = pe.Constraint([int(w) for w in d.hedge_windows], rule=lambda m, w: m.near[0]
+                                       - sum((dt / float(d.window_hours[w])) * m.imp[t] for t in steps[w]) >= m.pre_avg[w])
 
 
 def add_blocks(m: pe.ConcreteModel, problem: PlanProblem) -> None:
@@ -415,6 +422,7 @@ def add_objective(m: pe.ConcreteModel, problem: PlanProblem, soft: frozenset[str
            + reserve_penalty*dt*short[t]) + sum_{p,t} wear_v*dt/eta_d*dis[p,t]
     + sum_s settle[s]   (what the site pays drivers for their cars' energy, per stay: add_settlement)
     + rate * sum_b contract[b] (minus what later months hold anyway) + sum_{n,j} rate_j*e[n,j]
+    + hedge_rate * (near - floor[0])   (the near-term peak, add_demand)
     - terminal_value * sum_{v site-owned} (soc[v,T] - soc[v,0]) + soft penalties.
     """
     T = problem.n_steps
@@ -428,6 +436,8 @@ def add_objective(m: pe.ConcreteModel, problem: PlanProblem, soft: frozenset[str
         expr += sum(m.settle[s] for s in m.S)
     if problem.demand is not None:
         expr += sum(m.rate * m.contract[b] for b in m.B)
+        if problem.demand.hedged:
+            expr += m.hedge_rate * m.near[0]
     if problem.blocks is not None:
         expr += sum(m.c_block[j] * m.block[n, j] for n in m.N for j in m.J)
     if "import" in soft:

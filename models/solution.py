@@ -49,12 +49,13 @@ class Values:
 class Costs:
     """The plan's cost in parts [currency]; ``objective`` is what the model minimises.
 
-    objective = energy + demand + ratchet + wear + settlement + penalty - export_credit - terminal_value.
+    objective = energy + demand + ratchet + hedge + wear + settlement + penalty - export_credit - terminal_value.
     ``demand`` is the basic charge of the horizon's own billing months (as their bills will show
     it); ``ratchet`` what a new peak adds to the later months it holds the contract for;
     ``settlement`` what the site pays the drivers of driver-owned cars for the energy it takes from
     them (:func:`settlement_cost`); ``terminal_value`` the value of the energy added to the
-    site's own cars.
+    site's own cars; ``hedge`` the price of the near-term peak above this month's metered peak
+    (:func:`hedge_cost`: a planning price, on no bill).
     """
 
     energy: float
@@ -68,11 +69,12 @@ class Costs:
     unserved_kwh: float
     month_peaks_kw: dict[str, float] = field(default_factory=dict)
     settlement: float = 0.0
+    hedge: float = 0.0
 
     @property
     def objective(self) -> float:
         """The figure the model minimises."""
-        return (self.energy + self.demand + self.ratchet + self.wear + self.settlement + self.penalty
+        return (self.energy + self.demand + self.ratchet + self.hedge + self.wear + self.settlement + self.penalty
                 - self.export_credit - self.terminal_value)
 
 
@@ -125,6 +127,21 @@ def block_cost(problem: PlanProblem, imp: np.ndarray) -> float:
     return total
 
 
+def near_peak_kw(problem: PlanProblem, imp: np.ndarray) -> float | None:
+    """The near-term peak: the highest average of the hedge windows, at least this month's
+    metered peak [kW] (None when the plan has no hedge)."""
+    d = problem.demand
+    if d is None or not d.hedged:
+        return None
+    return max(float(d.month_floor_kw[0]), float(window_kw(problem, imp)[d.hedge_windows].max()))
+
+
+def hedge_cost(problem: PlanProblem, imp: np.ndarray) -> float:
+    """The near-term peak above this month's metered peak x the hedge rate [currency]."""
+    near = near_peak_kw(problem, imp)
+    return 0.0 if near is None else problem.demand.hedge_rate_per_kw * (near - float(problem.demand.month_floor_kw[0]))
+
+
 def costs(problem: PlanProblem, values: Values, penalties: dict[str, float] | None = None,
           soft_shortfalls: dict[str, float] | None = None) -> Costs:
     """Price a plan from the problem's data (independently of the solver's objective).
@@ -163,7 +180,7 @@ def costs(problem: PlanProblem, values: Values, penalties: dict[str, float] | No
     else:
         peak_kw = float(values.imp.max(initial=0.0))
     return Costs(energy, credit, demand, ratchet, wear, penalty, terminal, peak_kw,
-                 float(values.uns.sum() * dt), months, settlement_cost(problem, values))
+                 float(values.uns.sum() * dt), months, settlement_cost(problem, values), hedge_cost(problem, values.imp))
 
 
 def reserve_held_kwh(problem: PlanProblem, soc: np.ndarray) -> np.ndarray:

@@ -145,7 +145,7 @@ class Dispatcher:
                 if dep is not None:   # one tick less: what this tick discharges cannot be charged back within it
                     target, hours = dep[0], max(dep[1] - self.host.dispatch_interval_s / 3600, 0.0)
                 cars.append(PluggedCar(c.id, soc, min_kwh, cap, unit.discharge_efficiency, target, hours,
-                                       unit.max_charge_kw, unit.charge_efficiency))
+                                       unit.max_charge_kw, unit.charge_efficiency, unit.max_discharge_kw))
         return states, rules, cars, self._reserve_kwh(now, following_plan)
 
     def _record(self, now: pd.Timestamp, setpoints: list[Setpoint], site_kw: float) -> None:

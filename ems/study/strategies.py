@@ -64,7 +64,7 @@ class Controller:
         k = self.next_dep[v, t]
         target, hours = (0.0, math.inf) if k < 0 else (float(self.next_target[v, t]), max((k - t - 1) * dt_h, 0.0))
         return PluggedCar(self.cfg.chargers[c].id, float(sim.soc[v]), float(sim.min_kwh[v]), float(sim.cap[v]),
-                          float(sim.eta_d[c]), target, hours, sim.rating(v, c)[0], float(sim.eta_c[c]))
+                          float(sim.eta_d[c]), target, hours, sim.rating(v, c)[0], float(sim.eta_c[c]), sim.rating(v, c)[1])
 
     def floors(self, attached: dict[int, int], reserve_kwh: float) -> dict[int, UnitRules]:
         """Each attached vehicle's floor and departure needs: :func:`ems.dispatch.share_floors`, the daemon's rule."""

@@ -423,6 +423,17 @@ class WeatherForecaster(SiteForecaster):
         return super().forecast(start, hours)
 
 
+def archive_start(cfg: SiteConfig, first: pd.Timestamp, span_start: pd.Timestamp) -> pd.Timestamp:
+    """Where the noisy forecasts begin: the span's start; with ``planner.peak_quantile_pct`` early
+    enough (within the history) that the error backtest before each day replays the forecasts the
+    plan is given, not forecasts from the measured weather."""
+    if cfg.planner.peak_quantile_pct is None:
+        return span_start
+    from ems.forecast.uncertainty import REPLAY_DAYS
+    lead = pd.Timedelta(days=REPLAY_DAYS) + pd.Timedelta(hours=2 * cfg.planner.horizon_hours)
+    return max(pd.Timestamp(first), pd.Timestamp(span_start) - lead)
+
+
 def check_option(weather_forecast: str | None, seed: int | None, weather_actual: str | None = None) -> None:
     """ConfigError/DataError for a bad ``--weather-forecast``/``--weather-actual`` before any work."""
     if weather_forecast is None:
@@ -462,7 +473,8 @@ def weather_forecaster(cfg: SiteConfig, history: pd.DataFrame, span_index: pd.Da
             raise DataError(Problem(actual.attrs.get("source", "weather"), None, "ghi_wm2", str(gap),
                                     "the actual weather does not cover the study span here; --weather-forecast noisy "
                                     "adds errors to the actual weather of the span"))
-        archive = noisy_archive(cfg, actual, span_index[0], span_end, seed, cfg.planner.horizon_hours)
+        archive = noisy_archive(cfg, actual, archive_start(cfg, first, span_index[0]), span_end, seed,
+                                cfg.planner.horizon_hours)
         observed = actual
     else:
         archive = cached_forecast_csv(str(weather_forecast))

@@ -226,3 +226,25 @@ def test_refill_is_shared_within_the_headroom_and_unlimited_beyond_the_forecast(
     assert got["c"] == math.inf
     assert got["b"] == pytest.approx(2 * 0.5 * min(2.0, 5.0 / 3))
     assert got["a"] + got["b"] <= 5.0 * 1.0 + 1e-9
+
+
+def test_the_plan_never_spends_on_energy_value_what_the_days_later_peak_needs():
+    """A plan discharging 6 kW at noon for its energy value (the site at 20 kW, well under the
+    40 kW target) while the forecast sees the building at 46 kW for an hour later on: the 6 kW x 1 h
+    above the target (through 95 % efficiency) stays in the car; only what is above that may go now.
+    Without a forecast the plan is followed as it was."""
+    car = PluggedCar("u1", 18.0, 10.0, 62.0, 0.95, 0.0, math.inf, 6.0, 0.95, 6.0)
+    tick = inp([unit(soc=18.0)], 20.0, target=40.0, planned={"u1": (0.0, 6.0)}, tick_h=0.5)
+    net = [20.0, 20.0, 20.0, 46.0, 46.0, 20.0]
+    from ems.dispatch import peak_hold_kwh
+    need = peak_hold_kwh([car], net, 40.0, 0.5)
+    assert need == pytest.approx(6.0 / 0.95)
+    res = peak_aware_dispatch(tick, [car], 0.0, net, 0.5)
+    sp = res.setpoints[0]
+    spare = 18.0 - 10.0 - need                          # battery energy above the floor the later peak leaves
+    assert sp.reason == "peak-hold"
+    assert sp.discharge_kw == pytest.approx(spare * 0.95 / 0.5)
+    assert peak_aware_dispatch(tick, [car], 0.0, None, 0.5).setpoints[0].discharge_kw == pytest.approx(6.0)
+    # the guard itself may still use that energy to hold the target now
+    surge = inp([unit(soc=18.0)], 45.0, target=40.0, planned={"u1": (0.0, 0.0)}, tick_h=0.5)
+    assert peak_aware_dispatch(surge, [car], 0.0, net, 0.5).setpoints[0].discharge_kw == pytest.approx(5.0)

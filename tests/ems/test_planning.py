@@ -250,8 +250,8 @@ def test_drivers_energy_is_priced_and_an_energy_neutral_car_leaves_with_what_it_
     assert priced.outcome.driver_settlement != 0.0 and free.outcome.driver_settlement == pytest.approx(0.0)
     assert priced.outcome.objective == pytest.approx(
         priced.outcome.energy_cost + priced.outcome.demand_cost + priced.outcome.ratchet_cost + priced.outcome.wear_cost
-        + priced.outcome.driver_settlement + priced.outcome.penalty_cost - priced.outcome.export_credit
-        - priced.outcome.terminal_value, rel=1e-9)
+        + priced.outcome.driver_settlement + priced.outcome.penalty_cost + priced.outcome.hedge_cost
+        - priced.outcome.export_credit - priced.outcome.terminal_value, rel=1e-9)
     s = neutral.schedule
     for v in cfg.vehicles:   # the SOC at the start of the last plugged step plus its flow: what the car leaves with
         ch, dis = s.loc[leave, f"{v.chargers[0]}_charge_kw"], s.loc[leave, f"{v.chargers[0]}_discharge_kw"]
@@ -277,3 +277,33 @@ def test_peak_uplift_prices_the_later_windows_only(configs):
     b = plan_site(cfg, start, pv, load, state, hours=24, peak_uplift_kw=pd.Series(up, index=idx))
     assert b.outcome.peak_in("2024-07") >= a.outcome.peak_in("2024-07") - 1e-6
     assert b.outcome.energy_cost == pytest.approx(a.outcome.energy_cost, rel=0.05)
+
+
+def test_a_peak_forecast_tomorrow_does_not_license_one_today(configs):
+    """With ``planner.peak_hedge_pct`` (default 25) the plan prices today's highest window again: a surge the
+    forecast sees tomorrow (more than the cars can cover) no longer makes today's windows free up
+    to its level, so the cars shave today too, and the level the guard holds is today's."""
+    cfg = configs["office-v2b"]
+    start = pd.Timestamp("2024-07-09 08:00", tz=TOKYO)
+    today = [20.0] * 5 + [38.0] * 4 + [25.0] * 12 + [10.0] * 27   # 10:30-12:30 at 38 kW
+    tomorrow = [10.0] * 2 + [70.0] * 8 + [10.0] * 38       # 09:00-13:00 at 70 kW
+    load = series("2024-07-09 08:00", 48, 30, today + tomorrow)
+    pv = series("2024-07-09 08:00", 48, 30, 0.0)
+    state = full_state(cfg, 70.0)
+    assert cfg.planner.peak_hedge_pct == 25.0          # the default
+    hedged_cfg = cfg
+    cfg = cfg.model_copy(update={"planner": cfg.planner.model_copy(update={"peak_hedge_pct": 0.0})})
+    plain = plan_site(cfg, start, pv, load, state, hours=48)
+    hedged = plan_site(hedged_cfg, start, pv, load, state, hours=48)
+    day = slice(0, 24)
+    plain_today = plain.schedule["import_kw"].iloc[day].max()
+    hedged_today = hedged.schedule["import_kw"].iloc[day].max()
+    month_level = plain.outcome.planned_peaks_kw["2024-07"]
+    assert month_level > 45.0                      # tomorrow's surge sets the month's level ...
+    assert plain_today == pytest.approx(38.0, abs=0.05)   # ... so today's 38 kW costs nothing
+    assert plain.outcome.near_peak_kw == {} and plain.outcome.peak_in("2024-07") == pytest.approx(month_level)
+    assert hedged_today < plain_today - 3.0        # hedged: the cars shave today as well
+    assert hedged.outcome.peak_in("2024-07") == pytest.approx(hedged.outcome.near_peak_kw["2024-07"])
+    assert hedged.outcome.near_peak_kw["2024-07"] == pytest.approx(hedged_today, abs=1e-6)
+    assert hedged.outcome.hedge_cost == pytest.approx(0.25 * cfg.tariff.basic.demand_rate() * hedged_today, rel=1e-6)
+    assert not hedged.outcome.departures_short

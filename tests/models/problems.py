@@ -102,8 +102,13 @@ def random_demand(rng: np.random.Generator, dt: float, months: np.ndarray, lead:
         links[b, : b + 1] = True
     links[M:] = rng.random((later, M)) < 0.7
     month_of_window = np.array([months[np.argmax(window == i)] for i in range(W)])
-    return DemandSpec(float(rng.uniform(500, 2000)), window, pre, hours, month_of_window, rng.uniform(0, 10, M),
-                      rng.choice([0.0, 5.0, 8.0], K), links, np.arange(K) < M, tuple(f"m{k}" for k in range(K)))
+    rate = float(rng.uniform(500, 2000))
+    # half the problems price a near-term peak over the first 1..W windows of the first month
+    hedge = np.flatnonzero((month_of_window == 0) & (np.arange(W) < int(rng.integers(1, W + 1))))
+    hedge_rate = float(rng.uniform(0.05, 1.0)) * rate if rng.random() < 0.5 else 0.0
+    return DemandSpec(rate, window, pre, hours, month_of_window, rng.uniform(0, 10, M),
+                      rng.choice([0.0, 5.0, 8.0], K), links, np.arange(K) < M, tuple(f"m{k}" for k in range(K)),
+                      hedge if hedge_rate else hedge[:0], hedge_rate)
 
 
 def random_blocks(rng: np.random.Generator, months: np.ndarray) -> BlockSpec:
