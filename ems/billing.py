@@ -38,7 +38,7 @@ from ems.tariff import _MONTH as _MONTH_RE
 from ems.tariff import Tariff
 from ems.timegrid import WINDOW, divides_window, month_start, ns_into_window
 from ems.timegrid import month_add as month_add  # re-exported: tests and callers import it from here
-from ems.timeseries import read_csv_raw, read_series_csv, to_numbers
+from ems.timeseries import YEARS, read_csv_raw, read_series_csv, to_numbers
 
 
 @dataclass
@@ -117,6 +117,8 @@ def read_peaks_history_csv(path: str | Path) -> dict[str, float]:
     months = df["month"].str.strip()
     problems = [Problem(where, i + 2, "month", m, "expected a month 'YYYY-MM', e.g. 2024-07")
                 for i, m in enumerate(months) if not _MONTH_RE.match(m)]
+    problems += [Problem(where, i + 2, "month", m, f"must be in the years {YEARS[0]}-{YEARS[1]}")
+                 for i, m in enumerate(months) if _MONTH_RE.match(m) and not YEARS[0] <= int(m[:4]) <= YEARS[1]]
     first_row: dict[str, int] = {}
     for i, m in enumerate(months):
         if m in first_row:

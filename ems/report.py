@@ -26,6 +26,7 @@ import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from ems.outputs import write_atomic, write_text_atomic
 from ems.study.outage import MAX_HOURS
 from ems.study.run import ScenarioResult, site_label, tariff_label
 
@@ -345,7 +346,7 @@ def write_report(results: Sequence[ScenarioResult], summary: dict, out: Path) ->
         for name in PLOTS:
             data = _png(DRAW[name](group))
             path = out / f"{site}--{tariff}--{name}.png"
-            path.write_bytes(data)
+            write_atomic(path, lambda tmp, data=data: tmp.write_bytes(data))
             written.append(path)
             parts.append(f'<figure><img alt="{name}" src="data:image/png;base64,{base64.b64encode(data).decode()}">'
                          f"<figcaption>{html.escape(path.name)}</figcaption></figure>")
@@ -365,5 +366,5 @@ Bills by the tariff engine from the simulated meter series; savings in the table
 </body></html>
 """
     path = out / "report.html"
-    path.write_text(page)
+    write_text_atomic(path, page)
     return [path, *written]

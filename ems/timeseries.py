@@ -9,15 +9,22 @@ header as row 1, as a spreadsheet shows them.
 
 from __future__ import annotations
 
+import csv
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from adapters.yamlsafe import InputFileError, open_regular
 from ems.errors import DataError, Problem
 from ems.timegrid import WINDOW
 
 MAX_PROBLEMS = 20  # report at most this many rows per rule: enough to see the pattern
+#: largest CSV read [bytes]: four years of 1-minute rows with a few columns
+MAX_CSV_BYTES = 128 * 2**20
+MAX_HEADER_BYTES = 64 * 1024
+#: years a timestamp may be in (data, tariffs and calendars are of this era; pandas' own ends in 2262)
+YEARS = (2000, 2099)
 
 
 def _row(i: int) -> int:
@@ -26,15 +33,30 @@ def _row(i: int) -> int:
 
 
 def read_csv_raw(path: str | Path, key: str = "timestamp") -> pd.DataFrame:
-    """Read a CSV as strings; DataError if it cannot be read or has no ``key`` column."""
+    """Read a CSV as strings; DataError if it cannot be read or has no ``key`` column.
+
+    Only a regular file of at most :data:`MAX_CSV_BYTES` is read (a FIFO, a device such as
+    ``/dev/zero`` or a directory is refused at once, never read); a header naming a column twice
+    and a row with more values than the header are errors, not silently dropped columns.
+    """
     where = str(path)
     try:
-        # blank lines are kept (not skipped) so that row numbers in errors match the file's lines
-        df = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True, skip_blank_lines=False)
-    except FileNotFoundError:
-        raise DataError(Problem(where, None, "", None, "file not found", has_value=False)) from None
+        with open_regular(path, MAX_CSV_BYTES, "CSV file") as fh:
+            head = fh.readline(MAX_HEADER_BYTES).decode("utf-8", "replace")
+            fh.seek(0)
+            # blank lines are kept (not skipped) so that row numbers in errors match the file's lines
+            df = pd.read_csv(fh, dtype=str, keep_default_na=False, skipinitialspace=True, skip_blank_lines=False)
+    except InputFileError as exc:
+        raise DataError(Problem(where, None, "", None, exc.message, has_value=False)) from None
     except (OSError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
-        raise DataError(Problem(where, None, "", None, f"cannot read as CSV: {exc}", has_value=False)) from None
+        raise DataError(Problem(where, None, "", None, f"cannot read as CSV: {str(exc)[:200]}", has_value=False)) from None
+    names = [c.strip() for c in next(csv.reader([head]), [])]
+    twice = sorted({c for c in names if names.count(c) > 1})
+    if twice:
+        raise DataError(Problem(where, 1, ",".join(twice), names, "column named twice in the header"))
+    if not isinstance(df.index, pd.RangeIndex):   # pandas took the extra leading values as an index
+        raise DataError(Problem(where, 2, "", None, f"more values than the header's {len(names)} column(s)",
+                                has_value=False))
     df.columns = [c.strip() for c in df.columns]
     if key not in df.columns:
         raise DataError(Problem(where, 1, key, list(df.columns), f"no {key!r} column in the header"))
@@ -63,6 +85,11 @@ def parse_timestamps(raw: pd.Series, where: str) -> pd.DatetimeIndex:
     if bad.size:
         raise DataError([Problem(where, _row(int(i)), "timestamp", raw.iat[i], "not an ISO 8601 timestamp")
                          for i in bad[:MAX_PROBLEMS]])
+    years = parsed.dt.year.to_numpy()
+    far = np.flatnonzero((years < YEARS[0]) | (years > YEARS[1]))
+    if far.size:
+        raise DataError([Problem(where, _row(int(i)), "timestamp", raw.iat[i], f"must be in the years {YEARS[0]}-{YEARS[1]}")
+                         for i in far[:MAX_PROBLEMS]])
     return pd.DatetimeIndex(parsed).as_unit("ns")
 
 
@@ -86,6 +113,10 @@ def infer_step(index: pd.DatetimeIndex, raw: pd.Series, where: str, require_divi
         raise DataError(Problem(where, None, "timestamp", len(index), "need at least two rows to know the step"))
     d = np.diff(index.as_unit("ns").asi8)  # in ns whatever the resolution (pandas 3 parses to us)
     step = pd.Timedelta(int(d.min()), "ns")
+    if step % pd.Timedelta(minutes=1) != pd.Timedelta(0):
+        i = int(np.argmin(d))
+        raise DataError(Problem(where, _row(i + 1), "timestamp", raw.iat[i + 1],
+                                f"step of {step} is not a whole number of minutes"))
     if require_divides_30 and (step > WINDOW or WINDOW % step != pd.Timedelta(0)):
         i = int(np.argmin(d))
         raise DataError(Problem(where, _row(i + 1), "timestamp", raw.iat[i + 1],
@@ -101,6 +132,17 @@ def check_gaps(index: pd.DatetimeIndex, raw: pd.Series, step: pd.Timedelta, wher
         raise DataError([Problem(where, _row(int(i) + 1), "timestamp", raw.iat[i + 1],
                                  f"gap or irregular step after row {_row(int(i))} ({raw.iat[i]}); expected every {step}")
                          for i in bad[:MAX_PROBLEMS]])
+
+
+#: physical range of a column by the unit its name ends with: kW (100 MW, far beyond any site a V2H/V2B
+#: controller serves), W/m^2 (irradiance: at most about 1,400, cloud enhancement included), degC, m/s, h
+UNIT_BOUNDS = {"kw": (-1e5, 1e5), "wm2": (-1e3, 2e3), "c": (-100.0, 100.0), "ms": (-150.0, 150.0), "h": (-1e5, 1e5)}
+
+
+def bounds(column: str) -> tuple[float, float]:
+    """The physical range of a column from its unit suffix (``import_kw``: kW); unbounded otherwise."""
+    unit = column.rsplit("_", 1)[-1].lower()
+    return UNIT_BOUNDS.get(unit, (-np.inf, np.inf))
 
 
 def to_numbers(df: pd.DataFrame, column: str, where: str, allow_negative: bool, allow_empty: bool) -> np.ndarray:
@@ -121,6 +163,10 @@ def to_numbers(df: pd.DataFrame, column: str, where: str, allow_negative: bool, 
     if not allow_negative:
         for i in np.flatnonzero(values < 0)[:MAX_PROBLEMS]:
             problems.append(Problem(where, _row(int(i)), column, float(values[i]), "must not be negative (kW)"))
+    lo, hi = bounds(column)
+    for i in np.flatnonzero((values < lo) | (values > hi))[:MAX_PROBLEMS]:
+        problems.append(Problem(where, _row(int(i)), column, df[column].iat[i],
+                                f"outside {lo:,g}..{hi:,g}, the physical range of this unit (a unit mix-up, W for kW?)"))
     if problems:
         raise DataError(problems)
     return values

@@ -18,9 +18,11 @@ from typing import Any, TypeVar
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from adapters.yamlsafe import BoundedLoader, InputFileError, parse, read_text
 from ems.errors import ConfigError, Problem
 
-class _Loader(yaml.SafeLoader):
+
+class _Loader(BoundedLoader):
     """SafeLoader that reads clock times such as ``18:30`` as strings.
 
     YAML 1.1 (PyYAML) reads unquoted ``18:30`` as the base-60 integer 1110 but ``07:30`` as a
@@ -41,27 +43,27 @@ M = TypeVar("M", bound=BaseModel)
 def load_yaml(path: str | Path) -> tuple[Any, LineMap]:
     """Read a YAML file; return its data and the line of every key path.
 
-    Raises ConfigError for a missing file, a syntax error (with its line) or a duplicated key.
+    Raises ConfigError for a missing file, a syntax error (with its line) or a duplicated key, and for
+    anything :mod:`adapters.yamlsafe` refuses (not a regular file, too large, alias bombs, deep
+    nesting, explicit tags, non-scalar keys).
     """
-    path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(Problem(str(path), None, "", None, "file not found", has_value=False)) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(Problem(str(path), None, "", None, f"cannot read: {exc}", has_value=False)) from None
+        text = read_text(path)
+    except InputFileError as exc:
+        raise _config_error(exc) from None
     return parse_yaml(text, str(path))
+
+
+def _config_error(exc: InputFileError) -> ConfigError:
+    return ConfigError(Problem(exc.where, exc.line, "", None, exc.message, has_value=False))
 
 
 def parse_yaml(text: str, where: str) -> tuple[Any, LineMap]:
     """Parse YAML text (named ``where`` in errors); see :func:`load_yaml`."""
     try:
-        node = yaml.compose(text, Loader=_Loader)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = mark.line + 1 if mark is not None else None
-        msg = getattr(exc, "problem", None) or str(exc)
-        raise ConfigError(Problem(where, line, "", None, f"YAML syntax error: {msg}", has_value=False)) from None
+        node, data = parse(text, where, _Loader)
+    except InputFileError as exc:
+        raise _config_error(exc) from None
     if node is None:
         return {}, {}
     lines: LineMap = {(): node.start_mark.line + 1}
@@ -69,7 +71,6 @@ def parse_yaml(text: str, where: str) -> tuple[Any, LineMap]:
     _walk(node, (), lines, dupes, where)
     if dupes:
         raise ConfigError(dupes)
-    data = _Loader(text).get_single_data()
     return data, lines
 
 
@@ -80,7 +81,7 @@ def _walk(node: yaml.Node, loc: Loc, lines: LineMap, dupes: list[Problem], where
         for key_node, value_node in node.value:
             key = key_node.value
             if key in seen:
-                dupes.append(Problem(where, key_node.start_mark.line + 1, _fmt(loc + (key,)), None,
+                dupes.append(Problem(where, key_node.start_mark.line + 1, key_path(loc + (key,)), None,
                                      "key appears twice in the same mapping", has_value=False))
             seen.add(key)
             lines[loc + (key,)] = key_node.start_mark.line + 1
@@ -91,7 +92,7 @@ def _walk(node: yaml.Node, loc: Loc, lines: LineMap, dupes: list[Problem], where
             _walk(item, loc + (i,), lines, dupes, where)
 
 
-def _fmt(loc: Loc) -> str:
+def key_path(loc: Loc) -> str:
     """Format a key path as ``a.b[0].c``."""
     out = ""
     for part in loc:
@@ -131,16 +132,16 @@ def problems_from(exc: ValidationError, model: type[BaseModel], where: str, line
             key = str(loc[-1]) if loc else ""
             hint = difflib.get_close_matches(key, allowed, n=1, cutoff=0.6)
             msg = f"unknown key{'; did you mean ' + repr(hint[0]) + '?' if hint else ''} (allowed: {', '.join(allowed)})"
-            problems.append(Problem(where, line, _fmt(full), None, msg, has_value=False))
+            problems.append(Problem(where, line, key_path(full), None, msg, has_value=False))
         elif kind == "missing":
-            problems.append(Problem(where, line, _fmt(full), None, "required key is missing", has_value=False))
+            problems.append(Problem(where, line, key_path(full), None, "required key is missing", has_value=False))
         else:
             msg = err["msg"]
             if msg.startswith("Value error, "):
                 msg = msg[len("Value error, "):]
             value = err.get("input")
             # a whole section or list (a check across its keys) is not repeated in the message
-            problems.append(Problem(where, line, _fmt(full), value, msg, has_value=not isinstance(value, (dict, list))))
+            problems.append(Problem(where, line, key_path(full), value, msg, has_value=not isinstance(value, (dict, list))))
     return problems
 
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 
-from ems.billing import compute_bill, format_bill, read_meter_csv, read_peaks_history_csv
+from ems.billing import check_history_up_to, compute_bill, format_bill, read_meter_csv, read_peaks_history_csv
 from ems.tariff import load_tariff
+from ems.timegrid import month_of
 
 NAME = "bill"
 HELP = "compute the utility bill of metered interval data under a tariff file"
@@ -28,6 +29,9 @@ def run(args: argparse.Namespace) -> int:
     tariff = load_tariff(args.tariff)
     meter = read_meter_csv(args.meter)
     history = read_peaks_history_csv(args.peaks_history) if args.peaks_history else None
+    if history:   # past bills: a month after the meter data is a wrong file, not a history
+        check_history_up_to(history, month_of(meter.index[-1], tariff.timezone), args.peaks_history,
+                            "the meter data's last month")
     bill = compute_bill(meter, tariff, history)
     if args.json:
         print(json.dumps(bill.to_json(), indent=2))

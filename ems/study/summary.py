@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ems.outputs import write_atomic, write_text_atomic
 from ems.study.run import ScenarioResult, site_config, site_label, tariff_label
 
 SHARE_MIN_SAVING = 1e-6   # below this oracle saving [currency] the share of it is undefined
@@ -196,7 +197,7 @@ def write_outputs(results: list[ScenarioResult], summary: dict, out: Path, serie
     """summary.json, and per scenario ``series/<site--tariff--strategy>.csv`` (every simulated series)."""
     out.mkdir(parents=True, exist_ok=True)
     written = [out / "summary.json"]
-    written[0].write_text(json.dumps(_plain(summary), indent=2) + "\n")
+    write_text_atomic(written[0], json.dumps(_plain(summary), indent=2) + "\n")   # whole or not at all
     if series:
         (out / "series").mkdir(exist_ok=True)
         for res in results:
@@ -204,6 +205,6 @@ def write_outputs(results: list[ScenarioResult], summary: dict, out: Path, serie
             frame = res.frame()
             frame.index = [t.isoformat() for t in frame.index]
             frame.index.name = "timestamp"
-            frame.to_csv(path)
+            write_atomic(path, frame.to_csv)
             written.append(path)
     return written
