@@ -8,12 +8,23 @@ the device's signed watts are produced only by :mod:`adapters.convention`. Safe-
    unit's own fallback: the reversion timer (SunSpec 704 ``WSetRvrtTms``) with a 0 W reversion
    setpoint, so the unit returns to 0 W by itself if this controller falls silent.
 2. The setpoint is rewritten at least every ``reversion_timeout_s / 3`` (:meth:`refresh`, and
-   :meth:`set_power` when a refresh is due), well inside the timeout.
+   :meth:`set_power` when a refresh is due), well inside the timeout. The controller heartbeat
+   (SunSpec 802 ``CtrlHb``) is bumped by :meth:`refresh` on its own timer, every
+   :attr:`ChargerAdapter.heartbeat_interval_s`, however often setpoints are written: a unit whose
+   watchdog watches ``CtrlHb`` sees it advance while the controller is healthy.
 3. Every command is clamped to the lowest applicable limit: configured ratings, the ratings and
    rate limits the unit reports, the plugged vehicle's limits, the caller's limits, the SOC
-   reserve and ceiling; nothing is charged or discharged with no vehicle plugged; no discharge is
+   reserve and ceiling; nothing is charged or discharged unless the unit reports a vehicle
+   PLUGGED (unplugged, or a plug state that is neither, e.g. SunSpec 802 ``State`` INITIALIZING,
+   FAULT, an unknown code or "not implemented": :attr:`ChargerState.plug_unknown`); no discharge is
    commanded while the grid is down or the unit is grid-forming (islanded it supplies the house
-   by itself).
+   by itself), nor while the SOC is unknown or implausible (charging stays allowed within the
+   power limits: the vehicle's own BMS stops it when full, and the car is never stranded).
+7. Readings are checked (:mod:`adapters.plausibility`): a power beyond the configured rating with
+   a margin, a SOC outside 0-100 % (or outside the map's range), a value that is not finite or a
+   "not implemented" sentinel where a value is needed is a :class:`ReadingFault` in
+   :attr:`ChargerState.faults`, and the bad number is not passed on (SOC None, power 0.0 as a
+   placeholder).
 4. Deadband (default 75 W) and a minimum interval between writes; a change to 0 W is always
    written at once.
 5. The setpoint and its enable flag are written in one FC16 request and read back.
@@ -34,6 +45,8 @@ from adapters.convention import from_device_w, to_device_w
 from adapters.device import ModbusDevice
 from adapters.errors import AdapterError
 from adapters.link import RetryPolicy, RtuLink, TcpLink
+from adapters.plausibility import SOC_RANGE_PCT, FaultKind, ReadingFault, check_into, has_fault, power_bound_kw
+from adapters.protocol import ChargerCapabilities
 from adapters.registers import RegisterMap, bit_names, enum_code, enum_name
 
 log = logging.getLogger(__name__)
@@ -84,7 +97,12 @@ class CallerLimits:
 
 @dataclass(frozen=True)
 class ChargerState:
-    """What the unit reports. Powers are non-negative [kW]; None = the unit does not say."""
+    """What the unit reports. Powers are non-negative [kW]; None = the unit does not say (or said
+    something implausible: ``faults`` names each such reading; a power with a fault reads 0.0).
+
+    ``plugged`` is True only if the unit reports a vehicle PLUGGED; ``plug_unknown`` says why the plug
+    state is neither PLUGGED nor UNPLUGGED (the state's name, e.g. ``INITIALIZING``, ``not implemented``
+    or ``code 7``), None when it is one of them. Either way nothing is commanded while not plugged."""
 
     device: str
     soc_pct: float | None
@@ -107,6 +125,15 @@ class ChargerState:
     setpoint_charge_kw: float
     setpoint_discharge_kw: float
     reversion_remaining_s: float | None
+    faults: tuple[ReadingFault, ...] = ()
+    plug_unknown: str | None = None
+
+    @property
+    def soc_known(self) -> bool:
+        """True if the SOC was read and is believable: a finite number in 0-100 % without a fault."""
+        soc = self.soc_pct
+        return (soc is not None and math.isfinite(soc) and SOC_RANGE_PCT[0] <= soc <= SOC_RANGE_PCT[1]
+                and not has_fault(self.faults, "soc_pct"))
 
 
 @dataclass(frozen=True)
@@ -136,7 +163,9 @@ def clamp(charge_kw: float, discharge_kw: float, params: ChargerParams, state: C
 
     charge  <= min(configured rating, unit limits, vehicle limit, caller limit), 0 if unplugged or
     SOC >= min(caller ceiling, unit SOC max); discharge likewise, 0 if SOC <= max(caller reserve,
-    unit SOC min) or the grid is down / the unit is grid-forming.
+    unit SOC min) or the grid is down / the unit is grid-forming. With the SOC unknown or implausible
+    (:attr:`ChargerState.soc_known` False) nothing is discharged, whatever the reserve, and charging
+    is allowed within the power limits (the ceiling cannot be checked; the vehicle stops when full).
     """
     if charge_kw < 0 or discharge_kw < 0 or (charge_kw > 0 and discharge_kw > 0):
         raise ValueError(f"charge_kw and discharge_kw are >= 0 and not both > 0; got {charge_kw}, {discharge_kw}")
@@ -150,16 +179,18 @@ def clamp(charge_kw: float, discharge_kw: float, params: ChargerParams, state: C
         return max(value, 0.0)
 
     if not state.plugged and (charge_kw or discharge_kw):
+        if state.plug_unknown:
+            return 0.0, 0.0, (f"plug state {state.plug_unknown}: nothing commanded until the unit reports a vehicle plugged in",)
         return 0.0, 0.0, ("no vehicle plugged in",)
-    soc = state.soc_pct
+    soc, soc_known = state.soc_pct, state.soc_known
     if charge_kw:
         charge_kw = cap(charge_kw, [("configured charge rating", params.max_charge_kw),
                                     ("unit charge limit", state.max_charge_kw),
                                     ("vehicle charge limit", state.vehicle_max_charge_kw),
                                     ("caller charge limit", limits.max_charge_kw)])
         ceiling = min(limits.soc_ceiling_pct, state.soc_max_pct if state.soc_max_pct is not None else 100.0)
-        if soc is None or soc >= ceiling:
-            cuts.append(f"SOC {soc} % at or above ceiling {ceiling:g} %" if soc is not None else "SOC unknown")
+        if soc_known and soc >= ceiling:
+            cuts.append(f"SOC {soc} % at or above ceiling {ceiling:g} %")
             charge_kw = 0.0
     if discharge_kw:
         discharge_kw = cap(discharge_kw, [("configured discharge rating", params.max_discharge_kw),
@@ -167,8 +198,11 @@ def clamp(charge_kw: float, discharge_kw: float, params: ChargerParams, state: C
                                           ("vehicle discharge limit", state.vehicle_max_discharge_kw),
                                           ("caller discharge limit", limits.max_discharge_kw)])
         floor = max(limits.soc_reserve_pct, state.soc_min_pct if state.soc_min_pct is not None else 0.0)
-        if soc is None or soc <= floor:
-            cuts.append(f"SOC {soc} % at or below reserve {floor:g} %" if soc is not None else "SOC unknown")
+        if not soc_known:
+            cuts.append("SOC unknown or implausible: no discharge")
+            discharge_kw = 0.0
+        elif soc <= floor:
+            cuts.append(f"SOC {soc} % at or below reserve {floor:g} %")
             discharge_kw = 0.0
         if not state.grid_connected or state.grid_forming:
             cuts.append("grid down / unit islanded: no export commanded")
@@ -189,6 +223,7 @@ class ChargerAdapter:
         self._last_write = -math.inf           # clock time of the last control write [s]
         self._enabled = False
         self._heartbeat = 0
+        self._last_beat = -math.inf            # clock time of the last controller-heartbeat write [s]
         self._started = False
 
     @property
@@ -201,6 +236,20 @@ class ChargerAdapter:
     def refresh_interval_s(self) -> float:
         """Time between setpoint refreshes: a third of the reversion timeout [s]."""
         return self.params.reversion_timeout_s / 3.0
+
+    @property
+    def heartbeat_interval_s(self) -> float:
+        """Time between controller-heartbeat (``CtrlHb``) writes [s]: a third of the reversion timeout,
+        counted from the last heartbeat write, not from the last setpoint write."""
+        return self.params.reversion_timeout_s / 3.0
+
+    @property
+    def capabilities(self) -> ChargerCapabilities:
+        """Power setpoints both ways as configured; a reversion watchdog if the unit has one (before the
+        first start: if its register map has one)."""
+        watchdog = self.dev.available("reversion_timeout_s") if self.dev.located else "reversion_timeout_s" in self.dev.map.points
+        return ChargerCapabilities("modbus", self.params.max_charge_kw > 0, self.params.max_discharge_kw > 0,
+                                   power_setpoint=True, reversion_watchdog=watchdog)
 
     async def __aenter__(self) -> ChargerAdapter:
         await self.start()
@@ -215,6 +264,8 @@ class ChargerAdapter:
         try:
             self.dev.require(CONTROL_POINTS + ("soc_pct", "power_w", "plug_state", "grid_connection"))
             self.identity = await self.dev.read(n for n in IDENTITY_POINTS if self.dev.available(n))
+            if self.dev.available("controller_heartbeat"):   # go on counting from the unit's value, so it advances
+                self._heartbeat = int((await self.dev.read(["controller_heartbeat"]))["controller_heartbeat"] or 0)
             state = await self.read_state()
             self._enabled = state.remote_enabled
             self._last_w = to_device_w(state.setpoint_charge_kw, state.setpoint_discharge_kw, self.sign)
@@ -222,6 +273,7 @@ class ChargerAdapter:
         except BaseException:
             await self.dev.close()
             raise
+        self._last_beat = self._clock()   # the watchdog was just armed: the first heartbeat is due a period on
         self._started = True
         return state
 
@@ -240,11 +292,27 @@ class ChargerAdapter:
         self._last_write = self._clock()
 
     async def read_state(self) -> ChargerState:
-        """Read the unit's state in as few requests as the map allows."""
-        v = await self.dev.read(n for n in STATE_POINTS if self.dev.available(n))
+        """Read the unit's state in as few requests as the map allows; implausible readings become
+        :attr:`ChargerState.faults` (module docstring, rule 7)."""
+        v, bad = await self.dev.read_checked(n for n in STATE_POINTS if self.dev.available(n))
         m = self.dev.map.points
         name = lambda point: enum_name(m[point], v.get(point)) if point in m else None  # noqa: E731
-        ch, dis = from_device_w(v["power_w"] or 0.0, self.sign)
+        dev = self.params.name
+        bound_w = power_bound_kw(max(self.params.max_charge_kw, self.params.max_discharge_kw)) * 1000.0
+        check_into(bad, dev, "power_w", v["power_w"], -bound_w, bound_w, "W")
+        plug = name("plug_state")
+        plugged = plug == "PLUGGED"
+        plug_unknown = None if plug in ("PLUGGED", "UNPLUGGED") else plug
+        if plug is None:   # the sentinel, or a code the map does not name: a reading fault, not "unplugged"
+            raw = v.get("plug_state")
+            plug_unknown = "not implemented" if raw is None else f"code {raw}"
+            bad.setdefault("plug_state", ReadingFault(dev, "plug_state", FaultKind.UNKNOWN, None if raw is None else float(raw)))
+        for point in ("soc_pct", "soc_min_pct", "soc_max_pct"):
+            if v.get(point) is not None or (point == "soc_pct" and plugged):   # no car: no SOC, not a fault
+                check_into(bad, dev, point, v.get(point), *SOC_RANGE_PCT, "Pct")
+            if point in bad:
+                v[point] = None
+        ch, dis = from_device_w(0.0 if "power_w" in bad else v["power_w"], self.sign)
         sch, sdis = from_device_w(v.get("setpoint_w") or 0.0, self.sign)
         der_bits = bit_names(m["der_mode"], v.get("der_mode")) if "der_mode" in m else ()
         rated_c, rated_d = self.identity.get("rated_charge_w"), self.identity.get("rated_discharge_w")
@@ -252,7 +320,7 @@ class ChargerAdapter:
         unit_d = min(x for x in (_kw(rated_d), _kw(v.get("max_discharge_w")), math.inf) if x is not None)
         return ChargerState(
             device=self.params.name, soc_pct=v["soc_pct"], charge_kw=ch, discharge_kw=dis,
-            plugged=name("plug_state") == "PLUGGED", grid_connected=name("grid_connection") == "CONNECTED",
+            plugged=plugged, grid_connected=name("grid_connection") == "CONNECTED",
             grid_forming="GRID_FORMING" in der_bits,
             max_charge_kw=unit_c, max_discharge_kw=unit_d,
             vehicle_max_charge_kw=_kw(v.get("vehicle_max_charge_w")),
@@ -262,7 +330,7 @@ class ChargerAdapter:
             vehicle_id=(v.get("vehicle_id") or None), alarms=bit_names(m["alarms"], v.get("alarms")) if "alarms" in m else (),
             inverter_state=name("inverter_state"),
             remote_enabled=name("setpoint_enable") == "ENABLED", setpoint_charge_kw=sch, setpoint_discharge_kw=sdis,
-            reversion_remaining_s=v.get("reversion_remaining_s"),
+            reversion_remaining_s=v.get("reversion_remaining_s"), faults=tuple(bad.values()), plug_unknown=plug_unknown,
         )
 
     def _refresh_due(self) -> bool:
@@ -307,21 +375,31 @@ class ChargerAdapter:
         await self.dev.write(values)
         self._last_w, self._enabled, self._last_write = device_w, enable, self._clock()
 
-    async def refresh(self) -> bool:
-        """Rewrite the current setpoint (and bump the controller heartbeat) if a refresh is due.
+    def _beat_due(self) -> bool:
+        return self.dev.available("controller_heartbeat") and self._clock() - self._last_beat >= self.heartbeat_interval_s
 
-        Call it at least every ``refresh_interval_s``; returns True if it wrote.
+    async def refresh(self) -> bool:
+        """Rewrite the current setpoint if a refresh is due, and bump the controller heartbeat if it is due.
+
+        The two have their own timers: setpoint writes by :meth:`set_power` put the setpoint refresh
+        off, never the heartbeat. Call it at least every ``min(refresh_interval_s, heartbeat_interval_s)``;
+        returns True if it wrote.
         """
-        if not self._refresh_due() or not self.started:
+        if not self.started:
             return False
-        if self._enabled and self._last_w is not None:
-            await self._write_setpoint(self._last_w)
-        else:
-            await self._configure_reversion()
-        if self.dev.available("controller_heartbeat"):
+        wrote = False
+        if self._refresh_due():
+            if self._enabled and self._last_w is not None:
+                await self._write_setpoint(self._last_w)
+            else:
+                await self._configure_reversion()
+            wrote = True
+        if self._beat_due():
             self._heartbeat = (self._heartbeat + 1) & 0xFFFF
             await self.dev.write({"controller_heartbeat": self._heartbeat})
-        return True
+            self._last_beat = self._clock()
+            wrote = True
+        return wrote
 
     async def keep_alive(self) -> None:
         """Run :meth:`refresh` forever at the refresh interval (cancel the task to stop it).
@@ -330,7 +408,9 @@ class ChargerAdapter:
         failing, the unit's own reversion timer takes it to 0 W.
         """
         while True:
-            await asyncio.sleep(max(self.refresh_interval_s - (self._clock() - self._last_write), 0.0) + 1e-3)
+            now = self._clock()
+            wait = min(self.refresh_interval_s - (now - self._last_write), self.heartbeat_interval_s - (now - self._last_beat))
+            await asyncio.sleep(max(wait, 0.0) + 1e-3)
             try:
                 await self.refresh()
             except AdapterError as exc:
@@ -345,6 +425,10 @@ class ChargerAdapter:
     async def disable_control(self) -> None:
         """Write 0 W and hand control back to the unit."""
         await self._write_setpoint(0.0, enable=False)
+
+    async def standby(self) -> None:
+        """Hold 0 W now, remote control kept (:meth:`enable_control`): the device interface's standby."""
+        await self.enable_control()
 
     async def stop(self) -> None:
         """Clean exit: 0 W, remote control disabled, connection closed (errors re-raised after closing)."""

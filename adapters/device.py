@@ -10,11 +10,13 @@ writes each contiguous run of points in one FC16 request, then reads it back and
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Iterable
 from typing import Any
 
 from adapters.errors import AdapterError
 from adapters.link import ModbusLink, RetryPolicy, RtuLink, TcpLink
+from adapters.plausibility import FaultKind, ReadingFault, is_number, judge
 from adapters.registers import MAX_READ, Located, RegisterMap, decode, encode, load_profile, locate
 from adapters.sunspec import ModelHeader, discover
 
@@ -117,7 +119,16 @@ class ModbusDevice:
         return plan
 
     async def read(self, names: Iterable[str]) -> dict[str, Any]:
-        """Values of the named points in their units (None: not provided or not implemented)."""
+        """Values of the named points in their units (None: not provided, not implemented or implausible)."""
+        return (await self.read_checked(names))[0]
+
+    async def read_checked(self, names: Iterable[str]) -> tuple[dict[str, Any], dict[str, ReadingFault]]:
+        """Values of the named points in their units, and the faults of those the map's own bounds reject.
+
+        A value that is not finite (float32 +-inf) or outside the point's ``range`` is None in the
+        values and a :class:`~adapters.plausibility.ReadingFault` (NOT_FINITE, MAP_RANGE) under its name.
+        A not-implemented sentinel is None without a fault here: whether the point is needed is the
+        adapter's call."""
         names = tuple(names)
         raw: dict[str, list[int]] = {}
         for start, count, members in self._plan(names):
@@ -129,10 +140,17 @@ class ModbusDevice:
             if n in self._sf_names:
                 self.sf[n] = decode(self.map.points[n], regs)  # type: ignore[assignment]
         out: dict[str, Any] = {}
+        faults: dict[str, ReadingFault] = {}
         for n in names:
             loc = self.located.get(n)
-            out[n] = None if loc is None else decode(loc.point, raw[n], self.sf.get(loc.point.sf or ""))
-        return out
+            value = None if loc is None else decode(loc.point, raw[n], self.sf.get(loc.point.sf or ""))
+            if loc is not None and value is not None and is_number(value):
+                lo, hi = loc.point.range or (-math.inf, math.inf)
+                fault = judge(self.name, n, value, lo, hi, FaultKind.MAP_RANGE, loc.point.unit)
+                if fault is not None:
+                    faults[n], value = fault, None
+            out[n] = value
+        return out, faults
 
     async def write(self, values: dict[str, Any], verify: bool = True) -> None:
         """Write named points; each contiguous run is ONE FC16 request, then read back and compared."""

@@ -34,6 +34,19 @@ class AdapterError(Exception):
         super().__init__(f"{where}: {message}")
 
 
+class CapabilityError(AdapterError):
+    """The unit answers but cannot do what this controller needs (found at start-up, before any write).
+
+    ``missing`` names each missing ability (e.g. ``"Set 0xEB charging electric power setting"``);
+    ``consequence`` says what the adapter does instead (it refuses to drive the unit).
+    """
+
+    def __init__(self, device: str, missing: list[str], consequence: str):
+        self.missing = tuple(missing)
+        self.consequence = consequence
+        super().__init__(device, "", None, f"the unit lacks what control needs: {'; '.join(missing)}. {consequence}")
+
+
 @dataclass(frozen=True)
 class MapProblem:
     """One problem in a register-map file: file, 1-based line (None if unknown), key path, value."""
@@ -48,7 +61,8 @@ class MapProblem:
         loc = self.where if self.line is None else f"{self.where}:{self.line}"
         if not self.key:
             return f"{loc}: {self.message}"
-        shown = "" if self.value is None else f" = {self.value!r}"
+        text = repr(self.value)   # a short excerpt: a whole section of the file is never repeated
+        shown = "" if self.value is None else f" = {text if len(text) <= 80 else text[:80] + '...'}"
         return f"{loc}: {self.key}{shown}: {self.message}"
 
 

@@ -3,7 +3,7 @@
 A register map (a YAML file in ``adapters/registers/``) lists *points* by logical name
 (``soc_pct``, ``power_w``, ``setpoint_w`` ...). Each point gives where it lives (an absolute
 ``address``, or a SunSpec ``model`` and the ``offset`` from that model's ID register), its
-``type`` (u16, s16, u32, s32, float32, string), ``word_order`` for 32-bit values, a fixed
+``type`` (u16, s16, u32, acc32, s32, float32, string), ``word_order`` for 32-bit values, a fixed
 ``scale`` multiplier or an ``sf`` scale-factor point (value = raw x 10^sf), its ``unit`` and
 ``access`` (R or RW). The charger and meter adapters and the simulator all read the same files,
 so the device and its client cannot drift apart.
@@ -11,7 +11,9 @@ so the device and its client cannot drift apart.
 Every value goes through :func:`decode` / :func:`encode`, which call pymodbus's
 ``convert_from_registers`` / ``convert_to_registers``; nothing else in the project packs
 registers by hand. Raw values equal to the point's not-implemented sentinel (SunSpec: 0xFFFF for
-u16, 0x8000 for s16, 0xFFFFFFFF / 0x80000000 for 32-bit, NaN for float32) decode to ``None``.
+u16, 0x8000 for s16, 0 for acc32, 0xFFFFFFFF / 0x80000000 for u32 / s32, NaN for float32) decode to
+``None`` ("unknown"), never to 0; so does a value whose scale factor is unknown (0x8000) or outside
+SunSpec's -10..10. Whether a decoded number is plausible is :mod:`adapters.plausibility`'s question.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import yaml
 from pymodbus.client.mixin import ModbusClientMixin
 
 from adapters.errors import MapProblem, RegisterMapError
+from adapters.yamlsafe import InputFileError, parse, read_text
 
 DT = ModbusClientMixin.DATATYPE
 PROFILE_DIR = Path(__file__).resolve().parent / "registers"
@@ -34,12 +37,15 @@ PROFILE_DIR = Path(__file__).resolve().parent / "registers"
 #: type name -> (pymodbus data type, registers; 0 = given by ``size``)
 TYPES: dict[str, tuple[Any, int]] = {
     "u16": (DT.UINT16, 1), "s16": (DT.INT16, 1), "u32": (DT.UINT32, 2), "s32": (DT.INT32, 2),
-    "float32": (DT.FLOAT32, 2), "string": (DT.STRING, 0),
+    "acc32": (DT.UINT32, 2), "float32": (DT.FLOAT32, 2), "string": (DT.STRING, 0),
 }
-#: integer range of each integer type
-INT_RANGE = {"u16": (0, 0xFFFF), "s16": (-0x8000, 0x7FFF), "u32": (0, 0xFFFFFFFF), "s32": (-0x80000000, 0x7FFFFFFF)}
-#: SunSpec "not implemented" raw values (float32: NaN)
-SUNSPEC_NA = {"u16": 0xFFFF, "s16": -0x8000, "u32": 0xFFFFFFFF, "s32": -0x80000000}
+#: integer range of each integer type (acc32: SunSpec's 32-bit accumulator, an unsigned counter)
+INT_RANGE = {"u16": (0, 0xFFFF), "s16": (-0x8000, 0x7FFF), "u32": (0, 0xFFFFFFFF), "acc32": (0, 0xFFFFFFFF),
+             "s32": (-0x80000000, 0x7FFFFFFF)}
+#: SunSpec "not implemented" raw values (float32: NaN; an accumulator that is not implemented reads 0)
+SUNSPEC_NA = {"u16": 0xFFFF, "s16": -0x8000, "u32": 0xFFFFFFFF, "acc32": 0, "s32": -0x80000000}
+#: SunSpec scale factors lie in -10..10; anything else (0x8000 included) leaves the value unknown
+SF_RANGE = (-10, 10)
 MAX_READ = 125  # registers per Modbus read request (FC3)
 
 SIGNS = ("discharge_positive", "charge_positive", "import_positive", "export_positive")
@@ -47,11 +53,13 @@ REQUIRED = {
     "charger": ("soc_pct", "power_w", "setpoint_w", "setpoint_enable", "plug_state", "grid_connection"),
     "meter": ("power_w",),
 }
-#: enum names the adapters and the simulator rely on, per logical point
+#: enum names the adapters and the simulator rely on, per logical point (``plug_state``: PLUGGED = a
+#: vehicle connected and usable, UNPLUGGED = none; any other name, e.g. SunSpec 802's INITIALIZING, is
+#: neither: nothing is commanded; several raw values may share a name)
 ENUM_NAMES = {
     "plug_state": ("PLUGGED", "UNPLUGGED"), "grid_connection": ("CONNECTED", "DISCONNECTED"),
     "setpoint_enable": ("ENABLED", "DISABLED"), "reversion_enable": ("ENABLED", "DISABLED"), "setpoint_mode": ("WATTS",),
-    "inverter_state": ("RUNNING", "STANDBY"), "battery_state": ("CONNECTED", "DISCONNECTED"), "storage_status": ("OK",),
+    "inverter_state": ("RUNNING", "STANDBY"), "storage_status": ("OK",),
     "local_remote": ("REMOTE", "LOCAL"), "grid_present": ("UP", "DOWN"),
 }
 _TOP_KEYS = {"name", "kind", "device", "sign", "not_implemented", "models", "points", "description"}
@@ -165,9 +173,10 @@ def encode_raw(p: Point, raw: int | float | str) -> list[int]:
 
 
 def multiplier(p: Point, sf: int | None) -> float | None:
-    """Units per raw count: ``scale``, or 10^sf for a scale-factor point (None if sf unknown)."""
+    """Units per raw count: ``scale``, or 10^sf for a scale-factor point (None if sf is unknown or
+    outside SunSpec's -10..10)."""
     if p.sf is not None:
-        return None if sf is None else 10.0 ** sf
+        return None if sf is None or not SF_RANGE[0] <= sf <= SF_RANGE[1] else 10.0 ** sf
     return p.scale if p.scale is not None else 1.0
 
 
@@ -238,18 +247,23 @@ def shipped_profiles() -> list[str]:
     return sorted(p.stem for p in PROFILE_DIR.glob("*.yaml"))
 
 
-_CACHE: dict[str, RegisterMap] = {}
+_CACHE: dict[tuple, RegisterMap] = {}
 
 
 def load_profile(name: str) -> RegisterMap:
-    """Load a shipped profile by name or a map file by path (cached by resolved path)."""
+    """Load a shipped profile by name or a map file by path (cached by resolved path and the file's
+    modification time and size: an edited map is read again)."""
     path = profile_path(name)
     if not path.is_file() and path.parent == PROFILE_DIR:
         hint = difflib.get_close_matches(name, shipped_profiles(), n=1)
         raise RegisterMapError(MapProblem(name, None, "profile", name,
                                           f"no such register map; shipped: {shipped_profiles()}"
                                           + (f"; did you mean {hint[0]!r}?" if hint else "")))
-    key = str(path.resolve())
+    try:
+        st = path.stat()
+        key: tuple = (str(path.resolve()), st.st_mtime_ns, st.st_size)
+    except OSError:   # missing: load_map names the file
+        key = (str(path),)
     if key not in _CACHE:
         _CACHE[key] = load_map(path)
     return _CACHE[key]
@@ -269,18 +283,11 @@ def _lines(node: yaml.Node, key: tuple, out: dict[tuple, int]) -> None:
 
 def load_map(path: str | Path) -> RegisterMap:
     """Read and validate a register-map file; RegisterMapError lists every problem."""
-    path = Path(path)
     where = str(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
-    except FileNotFoundError:
-        raise RegisterMapError(MapProblem(where, None, "", None, "file not found")) from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        raise RegisterMapError(MapProblem(where, mark.line + 1 if mark else None, "", None,
-                                          f"YAML syntax error: {getattr(exc, 'problem', exc)}")) from None
+    try:   # bounded: regular files only, size, aliases, depth, no tags (adapters.yamlsafe)
+        node, data = parse(read_text(path), where)
+    except InputFileError as exc:
+        raise RegisterMapError(MapProblem(where, exc.line, "", None, exc.message)) from None
     lines: dict[tuple, int] = {}
     if node is not None:
         _lines(node, (), lines)
@@ -386,8 +393,9 @@ class _MapChecker:
         scale, sf = d.get("scale"), d.get("sf")
         if scale is not None and sf is not None:
             self.bad(key + ("scale",), scale, "give scale or sf, not both")
-        if scale is not None and (not isinstance(scale, (int, float)) or isinstance(scale, bool) or scale == 0):
-            self.bad(key + ("scale",), scale, "scale must be a non-zero number (units per raw count)")
+        if scale is not None and (not isinstance(scale, (int, float)) or isinstance(scale, bool) or scale == 0
+                                  or not math.isfinite(scale)):
+            self.bad(key + ("scale",), scale, "scale must be a finite non-zero number (units per raw count)")
         if sf is not None and not isinstance(sf, str):
             self.bad(key + ("sf",), sf, "sf names the scale-factor point, e.g. w_sf")
         enum, bits = self.labels(d, key, "enum", 0xFFFF), self.labels(d, key, "bits", 31)

@@ -20,6 +20,7 @@ import logging
 import platform
 import statistics
 import time
+from collections.abc import Awaitable, Callable
 
 import pymodbus
 
@@ -73,36 +74,43 @@ async def cycles(port: int, profile: str) -> dict:
             "modbus_requests_per_cycle": per_cycle}
 
 
-async def reconnects(st: SimulatorThread, profile: str) -> dict:
-    """Seconds from the server listening again to the adapter's first good read, per restart.
-
-    A poller keeps reading all along (failures included), as a daemon's dispatch loop would.
-    """
+async def recovery_times(read: Callable[[], Awaitable[object]], down: Callable[[], Awaitable[None]],
+                         up: Callable[[], Awaitable[None]], outages: int = RESTARTS) -> list[float]:
+    """Seconds from the device answering again (after ``up()``) to the first good ``read()``, for
+    each of ``outages`` outages of ``DOWN_S`` seconds; a poller keeps reading every ``POLL_GAP_S``
+    all along (failures included), as a daemon's dispatch loop would."""
     good: list[float] = []
     out = []
-    async with ChargerAdapter(params(st.port, profile)) as ch:
-        running = True
+    running = True
 
-        async def poll() -> None:
-            while running:
-                try:
-                    await ch.read_state()
-                    good.append(time.perf_counter())
-                except AdapterError:
-                    pass
-                await asyncio.sleep(POLL_GAP_S)
-        task = asyncio.create_task(poll())
-        for _ in range(RESTARTS):
-            await asyncio.sleep(0.3)
-            await asyncio.to_thread(st.call, st.sim.stop)
-            await asyncio.sleep(DOWN_S)
-            await asyncio.to_thread(st.call, st.sim.start)
-            up = time.perf_counter()
-            while not good or good[-1] < up:
-                await asyncio.sleep(0.005)
-            out.append(next(t for t in good if t >= up) - up)
-        running = False
-        await task
+    async def poll() -> None:
+        while running:
+            try:
+                await read()
+                good.append(time.perf_counter())
+            except AdapterError:
+                pass
+            await asyncio.sleep(POLL_GAP_S)
+    task = asyncio.create_task(poll())
+    for _ in range(outages):
+        await asyncio.sleep(0.3)
+        await down()
+        await asyncio.sleep(DOWN_S)
+        await up()
+        back = time.perf_counter()
+        while not good or good[-1] < back:
+            await asyncio.sleep(0.005)
+        out.append(next(t for t in good if t >= back) - back)
+    running = False
+    await task
+    return out
+
+
+async def reconnects(st: SimulatorThread, profile: str) -> dict:
+    """Seconds from the server listening again to the adapter's first good read, per restart."""
+    async with ChargerAdapter(params(st.port, profile)) as ch:
+        out = await recovery_times(ch.read_state, lambda: asyncio.to_thread(st.call, st.sim.stop),
+                                   lambda: asyncio.to_thread(st.call, st.sim.start))
         reconnected = ch.dev.io.reconnects
     return {"median_s": round(statistics.median(out), 4), "max_s": round(max(out), 4), "restarts": RESTARTS,
             "server_down_s": DOWN_S, "poll_gap_s": POLL_GAP_S, "adapter_reconnects": reconnected}

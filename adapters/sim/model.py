@@ -19,6 +19,10 @@ energy [kWh], over a step of ``dt_h`` hours:
 - reversion: if the controller wrote no control point for ``reversion_timeout_s`` wall seconds
   while remote control is enabled, the setpoint becomes the reversion setpoint (0 W by default).
 
+Per unit the AC energy charged and discharged is counted (``charged_kwh``/``discharged_kwh``, the
+ECHONET Lite 0xD8/0xD6 counters); at every :00/:30 boundary the meter's counters are recorded
+(``fixed_time``, ECHONET Lite 0xEA/0xEB).
+
 Site: grid up, ``meter = load - pv + sum(charge) - sum(discharge)`` [kW, + = import]. Grid down
 (outage injected): PV inverters trip, units able to island supply the critical load (up to their
 ``islanded_rating_kw``, in unit order), the meter reads 0, the rest is ``unserved_kw``.
@@ -46,6 +50,7 @@ RAMP_STEP_S = 1.0                      # simulated seconds per sub-step while an
 STEADY_STEP_S = 60.0                   # simulated seconds per sub-step when every unit is steady
 SOC_TOL_KWH = 1e-9                     # a vehicle this close to a SOC limit counts as at it
 REPLAY_WRAP = dt.timedelta(days=364)   # replay loops by 52 whole weeks: weekday and clock time kept
+FIXED_TIME_STEP = dt.timedelta(minutes=30)  # the meter's fixed-time readings (ECHONET Lite 0xEA/0xEB)
 
 
 @dataclass(frozen=True)
@@ -157,6 +162,12 @@ class SimSiteParams:
             raise ValueError(f"speed must be > 0; got {self.speed}")
 
 
+def _window_floor(t: dt.datetime) -> dt.datetime:
+    """The :00/:30 boundary at or before ``t`` (1 ms of slack: a step ending on a boundary is at it)."""
+    step = FIXED_TIME_STEP.total_seconds()
+    return dt.datetime.fromtimestamp((t.timestamp() + 1e-3) // step * step, tz=UTC)
+
+
 class WallClock:
     """Real seconds since creation (monotonic)."""
 
@@ -197,6 +208,8 @@ class UnitModel:
     controller_hb: int = 0
     alarm_bits: int = 0
     stay: SimStay | None = None
+    charged_kwh: float = 0.0       # AC energy into the vehicle since the start [kWh]
+    discharged_kwh: float = 0.0    # AC energy out of the vehicle since the start [kWh]
 
     @property
     def armed(self) -> bool:
@@ -225,6 +238,8 @@ class SiteModel:
     import_kwh: float = 0.0
     export_kwh: float = 0.0
     unserved_kw: float = 0.0
+    #: the meter's counters at the last :00/:30 boundary: (boundary, import_kwh, export_kwh)
+    fixed_time: tuple[dt.datetime, float, float] | None = None
     units: list[UnitModel] = field(default_factory=list)
     energy_kwh: dict[str, float] = field(default_factory=dict)
     vehicles: dict[str, SimVehicle] = field(default_factory=dict)
@@ -324,16 +339,20 @@ class SiteModel:
             self.energy_kwh[v.id] = max(self.energy_kwh[v.id] - s.trip_kwh, 0.0)
 
     def _events(self) -> None:
-        """Everything that happens at an instant: watchdog reversions, plug-in/out."""
+        """Everything that happens at an instant: watchdog reversions, plug-in/out, the meter's
+        fixed-time reading at a :00/:30 boundary."""
         for u in self.units:
             if u.armed and self.w >= u.deadline_w() - 1e-9:
                 u.setpoint_kw, u.remote_enabled, u.reverted = u.rvrt_setpoint_kw, u.rvrt_enable, True
         self._plug_events()
+        boundary = _window_floor(self.now)
+        if self.fixed_time is None or boundary > self.fixed_time[0]:
+            self.fixed_time = (boundary, self.import_kwh, self.export_kwh)
 
     def _next_event_w(self) -> float:
         """Wall time of the next instantaneous event after now."""
         t = self.now
-        nxt = min((u.deadline_w() for u in self.units), default=math.inf)
+        nxt = min([u.deadline_w() for u in self.units] + [self.w_at(_window_floor(t) + FIXED_TIME_STEP)])
         for stays in self._stays.values():
             for s in stays:
                 for edge in (s.arrive, s.depart):
@@ -420,6 +439,8 @@ class SiteModel:
                     e, p1 = e_hi, 0.0  # full: charging stops
                 self.energy_kwh[u.stay.vehicle] = e
             u.output_kw = p1
+            u.charged_kwh += max(-means[i], 0.0) * dt_h * frac
+            u.discharged_kwh += max(means[i], 0.0) * dt_h * frac
         grid_kw = self._net_kw(means)
         self.import_kwh += max(grid_kw, 0.0) * dt_h * frac
         self.export_kwh += max(-grid_kw, 0.0) * dt_h * frac

@@ -1,7 +1,8 @@
 """The simulated site as a real Modbus TCP server (pymodbus 3.16 ``SimDevice`` with an action).
 
-Each V2H unit is one unit id presenting its register map (SunSpec: "SunS" at 40000, then models
-1, 701, 702, 704, 713, 802 and the vendor block at 64000); the site meter is another unit id.
+Each V2H unit is one unit id presenting its register map (SunSpec: "SunS" at 40000, then the
+standard models 1, 701, 702, 704, 713, 802 and the end marker; the plug state is 802 ``State``,
+CONNECTED with a vehicle and DISCONNECTED without); the site meter is another unit id.
 Register images are built from the same YAML maps the adapters read, and every value is encoded
 by :mod:`adapters.registers`.
 
@@ -12,8 +13,13 @@ re-rendered from the model. (Subclassing ``ModbusSequentialDataBlock.setValues``
 pymodbus 3.16: it is never called.)
 
 Faults for tests and demos: :meth:`Simulator.set_fault` (reject writes with exception 04, freeze
-the registers, delay answers past a client's timeout), :meth:`Simulator.drop_connections`,
+the registers, delay answers past a client's timeout, present garbage: a point's value replaced by
+any number in its unit, e.g. a meter reading 327.67 kW, +inf or a SOC of 500 %, or its registers
+by raw words, e.g. the sentinel 0x8000), :meth:`Simulator.drop_connections`,
 :meth:`Simulator.restart`, :meth:`Simulator.set_grid` (outage), :meth:`Simulator.set_alarm`.
+
+The meter's energy counters start at :data:`METER_COUNTER_START_KWH`, as a meter in service does
+(a SunSpec accumulator at 0 means "not implemented").
 
 Use in-process as ``async with Simulator(site) as sim:`` (port 0 picks a free port:
 ``sim.port``), or from synchronous code and other event loops with :class:`SimulatorThread`.
@@ -46,6 +52,8 @@ log = logging.getLogger(__name__)
 
 SUNSPEC_BASE = 40000
 METER = "meter"
+#: The simulated meter's energy counters [kWh] at start: a meter that has been counting for a while.
+METER_COUNTER_START_KWH = 1000.0
 WRITE_CODES = (5, 6, 15, 16, 22, 23)
 
 
@@ -68,11 +76,15 @@ async def _absent_device(*_args: Any) -> ExcCodes:
 
 @dataclass
 class Faults:
-    """Injected faults of one device: reject writes (exception 04), freeze registers, delay answers [s]."""
+    """Injected faults of one device: reject writes (exception 04), freeze registers, delay answers [s],
+    and garbage readings: ``values`` (point -> the value presented, in the point's unit, whatever the
+    model says) and ``raw`` (point -> the registers presented, e.g. ``(0x8000,)``)."""
 
     reject_writes: bool = False
     freeze: bool = False
     delay_s: float = 0.0
+    values: dict[str, float] = field(default_factory=dict)
+    raw: dict[str, tuple[int, ...]] = field(default_factory=dict)
 
 
 @dataclass
@@ -262,16 +274,41 @@ class Simulator:
             self.model.meter_kw = self.model._net_kw([u.output_kw for u in self.model.units])
 
     def set_fault(self, device: str, *, reject_writes: bool | None = None, freeze: bool | None = None,
-                  delay_s: float | None = None) -> None:
-        """Set faults of ``device`` (a unit name or ``"meter"``); None leaves a fault as it is."""
+                  delay_s: float | None = None, values: Mapping[str, float] | None = None,
+                  raw: Mapping[str, tuple[int, ...]] | None = None) -> None:
+        """Set faults of ``device`` (a unit name or ``"meter"``); None leaves a fault as it is.
+
+        ``values`` presents each named point as that value in its unit (encoded through the map:
+        ``{"power_w": 327670.0}``, ``{"soc_pct": 500.0}``, ``{"power_w": math.inf}`` on a float32 map),
+        ``raw`` as those registers (``{"power_w": (0x8000,)}``); each replaces the previous table ({} clears
+        it). ValueError if a point is not the device's or a value cannot be encoded."""
         f = self.faults[device]
+        img = self.images[device]
+        for name, value in (values or {}).items():
+            p = self._point(img, name).point
+            encode(p, value, img.sf(p))  # ValueError now, not a silent "not implemented" at every read
+        for name, regs in (raw or {}).items():
+            size = self._point(img, name).point.size
+            if len(regs) != size or not all(isinstance(r, int) and 0 <= r <= 0xFFFF for r in regs):
+                raise ValueError(f"{name} of {device} is {size} register(s) of 0..0xFFFF; got {list(regs)}")
         with self._lock:
+            if values is not None:
+                f.values = dict(values)
+            if raw is not None:
+                f.raw = {k: tuple(v) for k, v in raw.items()}
             if reject_writes is not None:
                 f.reject_writes = reject_writes
             if freeze is not None:
                 f.freeze = freeze
             if delay_s is not None:
                 f.delay_s = delay_s
+
+    @staticmethod
+    def _point(img: _Image, name: str) -> Located:
+        """The located point ``name`` of a device; ValueError naming the device's points if it has none."""
+        if name not in img.located:
+            raise ValueError(f"{img.name} has no point {name!r}; it has {sorted(img.located)}")
+        return img.located[name]
 
     def clear_faults(self) -> None:
         """Remove every injected fault."""
@@ -368,13 +405,14 @@ class Simulator:
 
     def _render(self, device: str, registers: list[int], start: int) -> None:
         """Write the model's current values into the device's registers."""
-        img = self.images[device]
+        img, fault = self.images[device], self.faults[device]
         values = self._meter_values(img) if device == METER else self._unit_values(img, self.model.unit(device))
+        values |= fault.values
         for name, loc in img.located.items():
             p = loc.point
             value = values.get(name, p.simulated)
-            regs = None
-            if value is not None:
+            regs = list(fault.raw[name]) if name in fault.raw else None
+            if regs is None and value is not None:
                 try:
                     regs = encode(p, value, img.sf(p))
                 except ValueError:
@@ -413,7 +451,6 @@ class Simulator:
             "heartbeat": int(m.w) & 0xFFFF, "controller_heartbeat": u.controller_hb, "battery_events": 0,
             "plug_state": code("plug_state", "PLUGGED" if v else "UNPLUGGED"), "vehicle_id": v.id if v else "",
             "inverter_state": code("inverter_state", "RUNNING" if abs(u.output_kw) > 1e-6 else "STANDBY"),
-            "battery_state": code("battery_state", "CONNECTED" if v else "DISCONNECTED"),
         }
         if v is not None:
             e = m.energy_kwh[v.id]
@@ -431,7 +468,8 @@ class Simulator:
         m, pts = self.model, img.rmap.points
         return {"manufacturer": "v2h-ems", "model_name": "site meter simulator", "serial_number": "SIM-METER",
                 "power_w": to_device_w(max(m.meter_kw, 0.0), max(-m.meter_kw, 0.0), img.rmap.sign),
-                "import_energy_wh": m.import_kwh * 1000, "export_energy_wh": m.export_kwh * 1000,
+                "import_energy_wh": (METER_COUNTER_START_KWH + m.import_kwh) * 1000,
+                "export_energy_wh": (METER_COUNTER_START_KWH + m.export_kwh) * 1000,
                 "voltage_v": 202.0 if m.grid_up else 0.0, "frequency_hz": 60.0 if m.grid_up else 0.0,
                 "events": 0 if m.grid_up else _bit(pts.get("events"), "POWER_FAILURE"),
                 "grid_present": _enum(pts, "grid_present", "UP" if m.grid_up else "DOWN")}
@@ -440,14 +478,15 @@ class Simulator:
 class SimulatorThread:
     """A :class:`Simulator` on its own event loop in a thread named ``ems-sim`` (clean stop).
 
-    ``with SimulatorThread(site) as st: st.port ...`` (keyword arguments go to :class:`Simulator`).
+    ``with SimulatorThread(site) as st: st.port ...`` (keyword arguments go to :class:`Simulator`, or to
+    ``simulator``: e.g. :class:`~adapters.sim.echonet.EchonetSimulator` for an ECHONET Lite node).
     API calls on ``st.sim`` that only touch the model (snapshot, set_grid, set_fault, set_soc) are
     thread-safe; :meth:`call` runs a coroutine function on the simulator's loop
     (``st.call(st.sim.restart)``).
     """
 
-    def __init__(self, site: SimSiteParams, **simulator_kw: Any):
-        self.sim = Simulator(site, **simulator_kw)
+    def __init__(self, site: SimSiteParams, *, simulator: type[Simulator] | None = None, **simulator_kw: Any):
+        self.sim = (simulator or Simulator)(site, **simulator_kw)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._ready = threading.Event()

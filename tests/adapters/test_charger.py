@@ -46,10 +46,11 @@ def test_state_read_by_hand():
             async with ChargerAdapter(charger(sim.port)) as ch:
                 s = await ch.read_state()
                 assert s.soc_pct == pytest.approx(56.3)  # 563 x 10^-1
-                assert (s.plugged, s.grid_connected, s.grid_forming, s.vehicle_id) == (True, True, False, "leaf")
+                # 802 State = CONNECTED; SunSpec has no point for the vehicle's id
+                assert (s.plugged, s.plug_unknown, s.grid_connected, s.grid_forming, s.vehicle_id) == (True, None, True, False, None)
                 assert (s.capacity_kwh, s.soc_min_pct, s.soc_max_pct) == (62.0, 20.0, 90.0)
                 assert (s.max_charge_kw, s.max_discharge_kw) == (6.0, 6.0)
-                assert (s.vehicle_max_charge_kw, s.vehicle_max_discharge_kw) == (None, None)  # 0xFFFF: not given
+                assert (s.vehicle_max_charge_kw, s.vehicle_max_discharge_kw) == (None, None)  # 802 0xFFFF: not given
                 assert (s.remote_enabled, s.setpoint_charge_kw, s.setpoint_discharge_kw) == (False, 0.0, 0.0)
                 assert s.inverter_state == "STANDBY" and s.alarms == ()
                 assert s.reversion_remaining_s == 0  # not armed while remote control is off
@@ -115,7 +116,9 @@ def test_no_vehicle_no_power_and_no_export_when_islanded():
         async with Simulator(site(unit(stays=lambda a, b: [gone]))) as sim, ChargerAdapter(charger(sim.port)) as ch:
             r = await ch.set_power(charge_kw=2.0)
             assert (r.charge_kw, r.clamped_by) == (0.0, ("no vehicle plugged in",))
-            assert (await ch.read_state()).soc_pct is None
+            s = await ch.read_state()
+            assert (s.plugged, s.plug_unknown, s.soc_pct, s.capacity_kwh, s.faults) == (False, None, None, None, ())
+            assert await ch.dev.io.read(40375, 1, "802.State") == [1]  # DISCONNECTED
         async with Simulator(site()) as sim, ChargerAdapter(charger(sim.port)) as ch:
             sim.set_grid(False)
             s = await ch.read_state()

@@ -10,8 +10,8 @@ import time
 
 import pytest
 
-from adapters.sim import SimulatorThread
-from tests.adapters.helpers import site
+from adapters.sim import SimStay, SimulatorThread
+from tests.adapters.helpers import T0, leaf, site, unit
 
 pytestmark = pytest.mark.timeout(30)
 MBPOLL = shutil.which("mbpoll")
@@ -62,12 +62,16 @@ def test_mbpoll_gets_exception_03_for_an_out_of_range_setpoint():
 
 def test_pysunspec2_scan_finds_the_models_and_values():
     from sunspec2.modbus.client import SunSpecModbusClientDeviceTCP
+    from sunspec2.modbus.modbus import ModbusClientException
 
-    with SimulatorThread(site()) as st:
+    car = leaf(max_charge_kw=4.0, max_discharge_kw=3.0)
+    gone = SimStay("leaf", T0.replace(year=2020), T0.replace(year=2021))
+    with SimulatorThread(site(unit(vehicles=(car,)), unit("v2h2", 2, vehicles=(leaf(id="bz"),), stays=lambda a, b: [gone]))) as st:
         st.sim.set_soc("leaf", 56.3)
         d = SunSpecModbusClientDeviceTCP(slave_id=1, ipaddr="127.0.0.1", ipport=st.port, timeout=2)
         try:
             d.scan()
+            # the standard models only, no vendor model (64xxx)
             assert sorted(k for k in d.models if isinstance(k, int)) == [1, 701, 702, 704, 713, 802]
             assert d.common[0].Mn.cvalue == "v2h-ems"
             assert d.DERStorageCapacity[0].SoC.cvalue == pytest.approx(56.3)
@@ -75,5 +79,18 @@ def test_pysunspec2_scan_finds_the_models_and_values():
             assert d.DERCapacity[0].WMaxRtg.cvalue == 6000
             assert d.DERMeasureAC[0].ConnSt.value == 1
             assert d.DERStorageCapacity[0].SoH.value is None  # 0xFFFF: not implemented
+            bat = d.battery[0]                                 # 802: the plugged car's battery
+            assert (bat.State.value, bat.WHRtg.cvalue, bat.WChaRteMax.cvalue, bat.WDisChaRteMax.cvalue) == (3, 62000, 4000, 3000)
+            assert (bat.SoC.cvalue, bat.SocRsvMax.cvalue, bat.SoCRsvMin.cvalue) == (pytest.approx(56.3), 90, 20)
+        finally:
+            d.close()
+        d = SunSpecModbusClientDeviceTCP(slave_id=2, ipaddr="127.0.0.1", ipport=st.port, timeout=2)
+        try:
+            d.scan()
+            bat = d.battery[0]                                 # no car: DISCONNECTED, its values not implemented
+            assert (bat.State.value, bat.SoC.value, bat.WHRtg.value) == (1, None, None)
+            assert d.DERStorageCapacity[0].SoC.value is None
+            with pytest.raises(ModbusClientException, match="Modbus exception 2"):  # no vendor block at 64000
+                d.read(64000, 1)
         finally:
             d.close()

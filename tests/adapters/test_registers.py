@@ -1,11 +1,14 @@
-"""Register maps as data: shipped maps load, the codec round-trips, bad maps name file/line/key."""
+"""Register maps as data: shipped maps load, the codec round-trips, bad maps name file/line/key, and the
+SunSpec maps hold standard points only, each where pysunspec2's model definitions put it."""
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
 import pytest
+import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -32,8 +35,49 @@ def test_locate_resolves_model_offsets():
     loc = locate(rmap, {701: 40070, 704: 40277})
     assert loc["power_w"].address == 40080
     assert loc["setpoint_w"].address == 40301
-    assert loc["plug_state"].address == 64000          # vendor block: absolute
     assert "soc_pct" not in loc                         # model 713 absent on this device
+    assert "plug_state" not in loc                      # 802 State: model 802 absent
+    assert locate(rmap, {802: 40353})["plug_state"].address == 40375
+
+
+#: pysunspec2 point types -> register-map types (enums and bitfields are unsigned, scale factors s16)
+SUNSPEC_TYPES = {"uint16": "u16", "int16": "s16", "enum16": "u16", "bitfield16": "u16", "sunssf": "s16", "count": "u16",
+                 "uint32": "u32", "int32": "s32", "enum32": "u32", "bitfield32": "u32", "acc32": "acc32",
+                 "float32": "float32", "string": "string"}
+
+
+def sunspec_model(model_id: int) -> tuple[int, dict[str, tuple[int, dict]]]:
+    """pysunspec2's definition of a model: its length L and its top-level points as name -> (offset, point)."""
+    sunspec2 = pytest.importorskip("sunspec2")
+    group = json.loads((Path(sunspec2.__file__).parent / "models" / "json" / f"model_{model_id}.json").read_text())["group"]
+    points, offset = {}, 0
+    for pt in group["points"]:
+        points[pt["name"]] = (offset, pt)
+        offset += pt["size"]
+    for sub in group.get("groups", []):    # fixed groups after the points (704's power-factor pairs)
+        assert sub.get("count", 1) == 1 and not sub.get("groups"), (model_id, sub["name"])
+        offset += sum(pt["size"] for pt in sub["points"])
+    return offset - 2, points
+
+
+@pytest.mark.parametrize("profile", ["sunspec", "sunspec-meter"])
+def test_sunspec_maps_hold_standard_points_only_at_their_standard_offsets(profile):
+    """No vendor block, no invented point: every point names its SunSpec point (``sunspec:``) and sits at
+    that point's offset with its type, size, scale factor and symbols, in every model it lists."""
+    rmap = load_profile(profile)
+    declared = yaml.safe_load(Path(rmap.source).read_text())["points"]
+    for mid, length in rmap.models.items():
+        assert length == sunspec_model(mid)[0], mid
+    for name, p in rmap.points.items():
+        assert p.address is None and p.model, f"{name}: an absolute address is no SunSpec point"
+        for mid in p.model:
+            offset, spec = sunspec_model(mid)[1][declared[name]["sunspec"]]
+            assert (p.offset, p.type, p.size) == (offset, SUNSPEC_TYPES[spec["type"]], spec["size"]), (name, mid)
+            assert (declared[p.sf]["sunspec"] if p.sf else None) == spec.get("sf"), (name, mid)
+            symbols = {sym["value"] for sym in spec.get("symbols", [])}
+            assert set(p.enum or {}) <= symbols and set(p.bits or {}) <= symbols, (name, mid)
+    if profile == "sunspec":
+        assert sorted(rmap.models) == [1, 701, 702, 704, 713, 802]
 
 
 def _pt(ptype: str, **kw) -> Point:
@@ -125,7 +169,7 @@ def test_bad_map_lists_every_problem_with_file_line_key(tmp_path: Path):
     lines = text.splitlines()
     assert f"{path}:6: points.soc_pct.acess = 'R': unknown key; did you mean 'access'?" in lines
     assert f"{path}:6: points.soc_pct.access: required; one of ['R', 'RW']" in lines
-    assert f"{path}:8: points.setpoint_w.type = 's33': must be one of ['u16', 's16', 'u32', 's32', 'float32', 'string']" in lines
+    assert f"{path}:8: points.setpoint_w.type = 's33': must be one of ['u16', 's16', 'u32', 's32', 'acc32', 'float32', 'string']" in lines
     assert any(line.startswith(f"{path}:10: points.plug_state.address = 70000: address is a 0-based register") for line in lines)
     assert f"{path}:7: points.power_w.sf = 'w_sff': no such point" in lines
     assert f"{path}:5: points.grid_connection: missing: a charger map must define this point" in lines
