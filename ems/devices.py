@@ -28,23 +28,24 @@ from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
-
 from adapters import ChargerParams, MeterParams, RegisterMapError, RtuLink, TcpLink, load_profile
+from adapters.echonet import HIGH_VOLTAGE, LOW_VOLTAGE, EchonetChargerParams, EchonetLink, EchonetMeterParams
+from adapters.factory import AnyChargerParams, AnyMeterParams
 from adapters.sim import Replay, SimSiteParams, SimStay, SimUnitParams, SimVehicle, StaySource
-from ems.config import (MeterRtu, MeterSimulated, MeterTcp, ModbusRtuAdapter, ModbusTcpAdapter, SimulatorAdapter,
-                        SiteConfig, Vehicle)
+from ems.config import (EchonetLiteAdapter, MeterEchonetLite, MeterRtu, MeterSimulated, MeterTcp, ModbusRtuAdapter,
+                        ModbusTcpAdapter, SimulatorAdapter, SiteConfig, Vehicle)
 from ems.errors import ConfigError, Problem
-from ems.timeseries import read_series_csv
-from ems.vehicles import stays
-from ems.yamlio import line_of, load_yaml
+from ems.locks import LockHeld, claim, device_lock_path
+from ems.yamlio import key_path, line_of, load_yaml
 
 #: Modbus unit id of the simulated site meter (chargers take the low ids; 240 is well clear of them
 #: and of the 248-255 range the Modbus specification reserves)
 METER_UNIT_ID = 240
 #: Reversion timeout written to simulated units [s] (the simulator's adapter section has no key for it)
 SIM_REVERSION_TIMEOUT_S = 60.0
+#: The chargers each simulator protocol serves: ``simulator`` ones over Modbus, ``echonet_lite`` ones as an ECHONET Lite node
+SIMULATED = {"modbus": SimulatorAdapter, "echonet": EchonetLiteAdapter}
+ECHONET_PORT = 3610
 
 
 def _problem(cfg: SiteConfig, loc: tuple, value: object, message: str) -> Problem:
@@ -53,15 +54,15 @@ def _problem(cfg: SiteConfig, loc: tuple, value: object, message: str) -> Proble
     if cfg.source and Path(cfg.source).is_file():
         _, lines = load_yaml(cfg.source)
         line = line_of(lines, loc)
-    path = "".join(f"[{p}]" if isinstance(p, int) else (f".{p}" if i else str(p)) for i, p in enumerate(loc))
-    return Problem(cfg.source or "<config>", line, path, value, message)
+    return Problem(cfg.source or "<config>", line, key_path(loc), value, message)
 
 
 def check_profiles(cfg: SiteConfig) -> None:
     """Every charger's ``adapter.profile`` names a shipped charger map or a valid map file."""
     problems = []
-    wanted = [(("chargers", i, "adapter", "profile"), c.adapter.profile, "charger") for i, c in enumerate(cfg.chargers)]
-    if cfg.meter is not None and not isinstance(cfg.meter.adapter, MeterSimulated):
+    wanted = [(("chargers", i, "adapter", "profile"), c.adapter.profile, "charger") for i, c in enumerate(cfg.chargers)
+              if not isinstance(c.adapter, EchonetLiteAdapter)]   # ECHONET Lite objects have no register map
+    if cfg.meter is not None and not isinstance(cfg.meter.adapter, (MeterSimulated, MeterEchonetLite)):
         wanted.append((("meter", "adapter", "profile"), cfg.meter.adapter.profile, "meter"))
     for path, prof, device in wanted:
         try:
@@ -71,8 +72,67 @@ def check_profiles(cfg: SiteConfig) -> None:
             continue
         if rmap.device != device:
             problems.append(_problem(cfg, path, prof, f"is a {rmap.device} map; a {device} needs a {device} map"))
+    problems += address_problems(cfg)
     if problems:
         raise ConfigError(problems)
+
+
+def device_addresses(cfg: SiteConfig) -> list[tuple[tuple, tuple, str]]:
+    """Each real device of the site as (config location, normalised address key, address as shown):
+    Modbus TCP host:port and unit, serial port and unit, ECHONET Lite node and object. Simulated
+    devices are left out (each daemon serves its own)."""
+    devices: list[tuple[tuple, object]] = [(("chargers", i, "adapter"), c.adapter) for i, c in enumerate(cfg.chargers)]
+    if cfg.meter is not None:
+        devices.append((("meter", "adapter"), cfg.meter.adapter))
+    out = []
+    for loc, a in devices:
+        if isinstance(a, MeterTcp):
+            out.append((loc, ("tcp", a.host.lower().replace("localhost", "127.0.0.1"), a.port, a.unit_id),
+                        f"{a.host}:{a.port} unit {a.unit_id}"))
+        elif isinstance(a, MeterRtu):
+            out.append((loc, ("rtu", a.serial_port, a.unit_id), f"{a.serial_port} unit {a.unit_id}"))
+        elif isinstance(a, EchonetLiteAdapter):   # a charger (0x027E) and a meter (0x0288/0x028A) are other objects
+            out.append((loc, ("echonet", a.host.lower().replace("localhost", "127.0.0.1"), a.port, loc[0], a.instance),
+                        f"{a.host}:{a.port} instance {a.instance}"))
+    return out
+
+
+def address_problems(cfg: SiteConfig) -> list[Problem]:
+    """Device addresses a controller cannot share: two chargers, or a charger and the meter, on one
+    Modbus unit (the same ``host:port`` and ``unit_id`` over TCP, or the same serial port and
+    ``unit_id`` over RTU) would fight over one setpoint; unit 0 over TCP is the broadcast address,
+    which many gateways pass to every device on their bus (none answers). Simulated units: distinct
+    ids and one simulator address (:func:`sim_unit_ids`, :func:`sim_address`)."""
+    problems, seen = [], {}
+    for loc, key, shown in device_addresses(cfg):
+        if key[0] == "tcp" and key[3] == 0:
+            problems.append(_problem(cfg, loc + ("unit_id",), 0, "unit 0 is the Modbus broadcast address (many TCP "
+                                     "gateways send it to every device on their bus, and none answers); give the "
+                                     "device's own unit id, 1-247 (255 for a device that ignores it)"))
+        elif key in seen:
+            problems.append(_problem(cfg, loc + ("unit_id",), shown, f"the same device address as {seen[key]}: two "
+                                     "controllers of one unit would fight over its setpoint; give each device its own "
+                                     "address (host:port and unit_id, or serial port and unit_id)"))
+        else:
+            seen[key] = key_path(loc[:-1])
+    for check in (sim_unit_ids, sim_address):
+        try:
+            check(cfg)
+        except ConfigError as exc:
+            problems += exc.problems
+    return problems
+
+
+def claim_devices(cfg: SiteConfig) -> list[int]:
+    """Hold one lock per real device address of the site (:mod:`ems.locks`) for this process's
+    life; ConfigError naming the device and the pid of the daemon that already drives it."""
+    found = device_addresses(cfg)
+    try:
+        return claim([(key, shown) for _, key, shown in found])
+    except LockHeld as held:
+        loc, _, shown = next(f for f in found if device_lock_path(f[1]) == held.path)
+        raise ConfigError(_problem(cfg, loc, shown, f"is driven by another ems daemon on this machine (pid {held.holder}, "
+                                   f"lock {held.path}): one controller per device; stop that daemon first")) from None
 
 
 def _profile_path(cfg: SiteConfig, prof: str) -> str:
@@ -125,6 +185,8 @@ def vehicle_homes(cfg: SiteConfig) -> dict[str, list[Vehicle]]:
 
 def holiday_test(cfg: SiteConfig) -> Callable[[dt.date], bool]:
     """``is_holiday(date)`` from the tariff's calendar (public holidays and its extra days)."""
+    import pandas as pd  # here and below: checking a site's devices (ems check) needs no pandas
+
     @lru_cache(maxsize=4096)
     def is_holiday(day: dt.date) -> bool:
         noon = pd.DatetimeIndex([pd.Timestamp(dt.datetime.combine(day, dt.time(12)), tz=cfg.zone)])
@@ -134,6 +196,9 @@ def holiday_test(cfg: SiteConfig) -> Callable[[dt.date], bool]:
 
 def stay_source(cfg: SiteConfig, vehicles: list[Vehicle]) -> StaySource:
     """The simulator's plug-in schedule for these vehicles, from their configured windows."""
+    import pandas as pd
+
+    from ems.vehicles import stays
     is_holiday = holiday_test(cfg)
 
     def source(start: dt.datetime, end: dt.datetime) -> list[SimStay]:
@@ -147,6 +212,9 @@ def stay_source(cfg: SiteConfig, vehicles: list[Vehicle]) -> StaySource:
 
 def load_replay(path: str | Path) -> Replay:
     """Load and PV to replay from a history CSV (see the module docstring for empty cells)."""
+    import numpy as np
+
+    from ems.timeseries import read_series_csv
     df = read_series_csv(path, ["load_kw"], optional=["pv_kw"], allow_empty=True)
     load = df["load_kw"].ffill().bfill().fillna(0.0).to_numpy(dtype=float)
     pv = df["pv_kw"].fillna(0.0).to_numpy(dtype=float) if "pv_kw" in df else np.zeros(len(df))
@@ -156,17 +224,19 @@ def load_replay(path: str | Path) -> Replay:
 
 def sim_site(cfg: SiteConfig, *, replay: str | Path | None = None, speed: float = 1.0,
              start: dt.datetime | None = None, initial_soc_pct: float | None = None,
-             ramp_pct_per_s: float = 20.0) -> SimSiteParams:
-    """The simulated site of ``cfg``: every charger whose adapter is ``simulator``, and the meter.
+             ramp_pct_per_s: float = 20.0, protocol: str = "modbus") -> SimSiteParams:
+    """The simulated site of ``cfg``: every charger whose adapter is ``simulator`` (``protocol``
+    ``echonet``: every ``echonet_lite`` charger, its ``instance`` as its unit id), and the meter.
 
     ``replay`` defaults to the site's ``load.history_csv`` (no history: 0 kW load and PV).
     """
     check_profiles(cfg)
-    ids = sim_unit_ids(cfg)
+    ids = sim_unit_ids(cfg) if protocol == "modbus" else \
+        {c.id: c.adapter.instance for c in cfg.chargers if isinstance(c.adapter, EchonetLiteAdapter)}
     homes = vehicle_homes(cfg)
     units = []
     for c in cfg.chargers:
-        if not isinstance(c.adapter, SimulatorAdapter):
+        if not isinstance(c.adapter, SIMULATED[protocol]):
             continue
         vehicles = homes[c.id]
         sim_vehicles = tuple(SimVehicle(
@@ -174,19 +244,21 @@ def sim_site(cfg: SiteConfig, *, replay: str | Path | None = None, speed: float 
             initial_soc_pct if initial_soc_pct is not None else (v.min_soc_pct + v.max_soc_pct) / 2) for v in vehicles)
         units.append(SimUnitParams(
             c.id, ids[c.id], c.max_charge_kw, c.max_discharge_kw, c.charge_efficiency,
-            c.discharge_efficiency, c.islanded_rating_kw, ramp_pct_per_s, _profile_path(cfg, c.adapter.profile),
-            sim_vehicles, stay_source(cfg, vehicles), c.model or "V2H simulator"))
+            c.discharge_efficiency, c.islanded_rating_kw, ramp_pct_per_s,
+            _profile_path(cfg, getattr(c.adapter, "profile", "sunspec")), sim_vehicles, stay_source(cfg, vehicles),
+            c.model or "V2H simulator"))
     source = replay if replay is not None else cfg.load.history_csv
     return SimSiteParams(tuple(units), METER_UNIT_ID, "sunspec-meter", cfg.load.critical_kw,
                          load_replay(source) if source else None, start=start, speed=speed)
 
 
-def sim_address(cfg: SiteConfig) -> tuple[str, int]:
-    """Where an in-process simulator listens: the simulated chargers' ``host`` and ``port``
-    (port 0 = any free port). They must agree, as one server presents every simulated unit."""
-    sims = [(i, c.adapter) for i, c in enumerate(cfg.chargers) if isinstance(c.adapter, SimulatorAdapter)]
+def sim_address(cfg: SiteConfig, protocol: str = "modbus") -> tuple[str, int]:
+    """Where a simulator listens: the simulated chargers' ``host`` and ``port`` (port 0 = any free port;
+    ``protocol`` ``echonet``: the ``echonet_lite`` chargers', default port 3610). They must agree, as one
+    server (one node) presents every simulated unit."""
+    sims = [(i, c.adapter) for i, c in enumerate(cfg.chargers) if isinstance(c.adapter, SIMULATED[protocol])]
     if not sims:
-        return "127.0.0.1", 0
+        return "127.0.0.1", 0 if protocol == "modbus" else ECHONET_PORT
     first = (sims[0][1].host, sims[0][1].port)
     problems = [_problem(cfg, ("chargers", i, "adapter"), f"{a.host}:{a.port}",
                          f"differs from {first[0]}:{first[1]} (chargers[{sims[0][0]}]); one simulator serves "
@@ -197,8 +269,8 @@ def sim_address(cfg: SiteConfig) -> tuple[str, int]:
     return first
 
 
-def charger_params(cfg: SiteConfig, *, sim_host: str = "127.0.0.1", sim_port: int | None = None) -> list[ChargerParams]:
-    """How to reach and drive each charger. Simulated ones are at ``sim_host:sim_port``."""
+def charger_params(cfg: SiteConfig, *, sim_host: str = "127.0.0.1", sim_port: int | None = None) -> list[AnyChargerParams]:
+    """How to reach and drive each charger (Modbus or ECHONET Lite). Simulated ones are at ``sim_host:sim_port``."""
     check_profiles(cfg)
     ids = sim_unit_ids(cfg)
     out = []
@@ -211,6 +283,9 @@ def charger_params(cfg: SiteConfig, *, sim_host: str = "127.0.0.1", sim_port: in
             timeout = SIM_REVERSION_TIMEOUT_S
         elif isinstance(a, ModbusTcpAdapter):
             link, timeout = TcpLink(a.host, a.port, a.unit_id, a.timeout_s), a.reversion_timeout_s
+        elif isinstance(a, EchonetLiteAdapter):
+            out.append(EchonetChargerParams(c.id, echonet_link(a), c.max_charge_kw, c.max_discharge_kw))
+            continue
         else:
             assert isinstance(a, ModbusRtuAdapter)
             link = RtuLink(a.serial_port, a.baudrate, a.parity, a.unit_id, a.timeout_s)
@@ -219,10 +294,17 @@ def charger_params(cfg: SiteConfig, *, sim_host: str = "127.0.0.1", sim_port: in
     return out
 
 
-def meter_params(cfg: SiteConfig, *, sim_host: str = "127.0.0.1", sim_port: int | None = None) -> MeterParams | None:
+def echonet_link(a: EchonetLiteAdapter) -> EchonetLink:
+    """The ECHONET Lite link of an ``echonet_lite`` adapter section."""
+    return EchonetLink(a.host, a.instance, a.port, a.timeout_s, local_port=a.local_port)
+
+
+def meter_params(cfg: SiteConfig, *, sim_host: str = "127.0.0.1", sim_port: int | None = None) -> AnyMeterParams | None:
     """The site meter: the configured real one, else the simulated one when the simulator runs
     (``sim_port`` given and a charger simulated), else None (no meter)."""
     m = cfg.meter.adapter if cfg.meter is not None else None
+    if isinstance(m, MeterEchonetLite):
+        return EchonetMeterParams("meter", echonet_link(m), HIGH_VOLTAGE if m.meter_class == "high_voltage" else LOW_VOLTAGE)
     if isinstance(m, MeterTcp):
         return MeterParams("meter", TcpLink(m.host, m.port, m.unit_id, m.timeout_s), _profile_path(cfg, m.profile))
     if isinstance(m, MeterRtu):

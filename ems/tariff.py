@@ -19,15 +19,16 @@ import functools
 import re
 import zoneinfo
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import holidays as holidays_pkg
 import numpy as np
-import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
-from ems.timegrid import months as local_months
 from ems.yamlio import load_yaml, validate
+
+if TYPE_CHECKING:  # pandas is imported by the price lookups' callers; loading a tariff (ems check) needs none
+    import pandas as pd
 
 DayType = Literal["weekday", "saturday", "sunday", "holiday"]
 DAY_TYPES: tuple[str, ...] = ("weekday", "saturday", "sunday", "holiday")
@@ -305,6 +306,7 @@ class Tariff(_Strict):
 
     def months(self, index: pd.DatetimeIndex) -> np.ndarray:
         """Billing month ``"YYYY-MM"`` of each interval."""
+        from ems.timegrid import months as local_months
         return local_months(self.local(index), self.zone)
 
     def day_types(self, index: pd.DatetimeIndex) -> np.ndarray:

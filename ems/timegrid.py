@@ -79,6 +79,18 @@ def month_start(month: str, zone: Zone) -> pd.Timestamp:
     return pd.Timestamp(f"{month}-01").tz_localize(zone)
 
 
+def whole_months(index: pd.DatetimeIndex, zone: Zone) -> np.ndarray:
+    """Mask of the intervals of a regular aware ``index`` that lie in a billing month the index
+    covers from its first local midnight to its end (a month cut at either end is left out)."""
+    if len(index) < 2:
+        return np.zeros(len(index), dtype=bool)
+    local = index.tz_convert(zone).tz_localize(None)
+    labels = local.to_period("M")
+    first = labels[0] + (0 if local[0] == local[0].normalize().replace(day=1) else 1)
+    last = (local[-1] + (local[1] - local[0])).to_period("M") - 1
+    return np.asarray((labels >= first) & (labels <= last))
+
+
 # ----- step grids ------------------------------------------------------------------------------
 
 def step_count(hours: float, step: pd.Timedelta) -> float:

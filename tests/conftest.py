@@ -41,6 +41,17 @@ def no_leftovers():
     pytest.fail(f"test left behind threads {sorted(t.name for t in new_threads)} and sockets {sorted(map(str, new_sockets))}")
 
 
+@pytest.fixture(autouse=True, scope="session")
+def state_directory(tmp_path_factory):
+    """A daemon run on a site file that names no database writes to a temporary state directory, never
+    the user's (``ems.paths.state_dir``: ``$STATE_DIRECTORY`` first), and takes its device locks in a
+    temporary folder; subprocesses inherit both."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("STATE_DIRECTORY", str(tmp_path_factory.mktemp("state")))
+        mp.setenv("EMS_LOCK_DIR", str(tmp_path_factory.mktemp("locks")))   # device locks (ems.locks)
+        yield
+
+
 @pytest.fixture
 def configs_dir() -> Path:
     """The example configs shipped in the repository."""

@@ -3,7 +3,9 @@
 - ``models`` imports nothing from ``ems`` or ``adapters``; ``adapters`` nothing from ``models``;
 - ``ems`` reaches ``models`` only through its package API (``from models import ...``);
 - the daemon (``ems.daemon``) and the study (``ems.study``) never import each other;
-- every third-party package the three packages import is a declared dependency in pyproject.toml.
+- every third-party package the three packages import is a declared dependency in pyproject.toml:
+  a core one, or for the optional packages of ``ems.extras.OPTIONAL`` (what ``ems study`` and the
+  data scripts need) one of the extra that the map names.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from importlib.metadata import packages_distributions
 from pathlib import Path
 
 import pytest
+
+from ems.extras import OPTIONAL
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("ems", "models", "adapters")
@@ -66,31 +70,59 @@ def test_the_daemon_and_the_study_never_import_each_other():
     assert offenders("ems", crosses) == []
 
 
-def core() -> set[str]:
-    """Distribution names the core dependencies install, normalised (an extra such as
+PROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+
+
+def named(specs: list[str]) -> set[str]:
+    """Distribution names requirement specs install, normalised (an extra such as
     ``dask[distributed]`` counts its named distribution too)."""
-    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     out = set()
-    for spec in project["dependencies"]:
+    for spec in specs:
         out.add(re.split(r"[\s\[<>=!~;]", spec, maxsplit=1)[0])
         extras = re.search(r"\[([^\]]+)\]", spec)
         out |= set(extras.group(1).split(",")) if extras else set()
     return {name.strip().lower().replace("_", "-") for name in out}
 
 
+def core() -> set[str]:
+    """Distribution names the core dependencies install."""
+    return named(PROJECT["dependencies"])
+
+
+def extra(name: str) -> set[str]:
+    """Distribution names the extra ``name`` of pyproject.toml installs."""
+    return named(PROJECT["optional-dependencies"][name])
+
+
+def providers(module: str) -> set[str]:
+    """Normalised names of the installed distributions that provide the top-level ``module``."""
+    return {d.lower().replace("_", "-") for d in packages_distributions().get(module, [])}
+
+
 @pytest.mark.parametrize("package", PACKAGES)
 def test_every_imported_package_is_declared(package):
-    dists = packages_distributions()
     missing = set()
     for path in sources(package):
         for line, mod in imports(path):
             top = mod.split(".")[0]
             if top in PACKAGES or top in sys.stdlib_module_names or top == "__future__":
                 continue
-            names = {d.lower().replace("_", "-") for d in dists.get(top, [])}
-            if not names & core():
-                missing.add(f"{path.relative_to(ROOT)}:{line} {top} (distribution {sorted(names) or 'unknown'})")
-    assert sorted(missing) == [], "imported but not a core dependency in pyproject.toml"
+            names = providers(top)
+            if not names & (extra(OPTIONAL[top]) if top in OPTIONAL else core()):
+                where = f"the extra {OPTIONAL[top]!r}" if top in OPTIONAL else "the core dependencies"
+                missing.add(f"{path.relative_to(ROOT)}:{line} {top} (distribution {sorted(names) or 'unknown'}) not in {where}")
+    assert sorted(missing) == [], "imported but not declared in pyproject.toml"
+
+
+@pytest.mark.parametrize("module", sorted(OPTIONAL))
+def test_an_optional_package_is_in_its_extra_and_not_in_the_core(module):
+    names = providers(module)
+    assert names & extra(OPTIONAL[module]), f"{module}: {sorted(names)} not in the extra {OPTIONAL[module]!r}"
+    assert not names & core(), f"{module} is optional (ems.extras.OPTIONAL) but a core dependency"
+
+
+def test_dev_installs_the_tests_and_the_study():
+    assert PROJECT["optional-dependencies"]["dev"] == ["v2h-ems[test,study]"]
 
 
 def test_the_rules_see_imports():

@@ -1,5 +1,6 @@
 """Make the office and shelter history files from real shipped profiles (see README.md here).
 
+    .venv/bin/pip install -e '.[data]'                    # demandlib (not in the core install)
     .venv/bin/python configs/data/make_site_data.py      # rewrites office-, shelter- and home-2024-30min.csv
 
 Load: demandlib's BDEW standard load profiles with the Japanese holiday calendar (holidays use the
@@ -24,6 +25,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent.parent))
 
 from ems.config import load_site  # noqa: E402
+from ems.extras import MissingExtra, require  # noqa: E402
 from ems.forecast.pv import PvModel  # noqa: E402
 from ems.forecast.weather import align_weather, clear_sky_index_transfer, read_tmy  # noqa: E402
 
@@ -113,6 +115,10 @@ def make_home() -> Path:
 
 
 if __name__ == "__main__":
+    try:
+        require(["demandlib"], "configs/data/make_site_data.py")
+    except MissingExtra as exc:
+        sys.exit(f"error: {exc}")
     for site in SITES:
         path = make(site)
         print(f"wrote {path}")

@@ -38,8 +38,9 @@ from ems.commands.argtypes import SPEED
 from ems.billing import Bill, compute_bill
 from ems.config import load_site, summary
 from ems.errors import ConfigError, DataError, Problem
+from ems.paths import example_configs
 from ems.tariff import Tariff
-from ems.timegrid import WINDOW, month_of
+from ems.timegrid import WINDOW, month_of, whole_months
 from ems.timegrid import months as local_months
 from ems.timeseries import read_series_csv
 
@@ -47,7 +48,7 @@ NAME = "demo"
 HELP = "check the example configs, bill the example household year, run the daemon on the simulated sites for a day"
 
 PACKAGE = Path(__file__).resolve().parents[1]  # the ems package (ems.__file__ is None if installed as a namespace)
-CONFIGS = PACKAGE.parent / "configs"
+CONFIGS = example_configs()  # the checkout's configs/, or the installed package's ems/examples (a wheel)
 HOUSEHOLD_CSV = PACKAGE / "data" / "household-2024-30min.csv"
 HOME_SITE = "home-v2h.yaml"
 FILL_MAX_DAYS = 7  # look at most a week away for the same clock time; the file's longest gap is 47 steps
@@ -63,7 +64,7 @@ SUMMER = (7, 8, 9)    # the office tariff's summer season: the months pick_offic
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    """Arguments: where the example configs are (default: the repository's configs/)."""
+    """Arguments: where the example configs are (default: the checkout's configs/, or an installed wheel's copy)."""
     p.add_argument("--configs", type=Path, default=CONFIGS, help=f"directory of example site files (default {CONFIGS})")
     p.add_argument("--site", choices=sorted(DAYS), action="append", help="run the daemon for this site only (repeatable)")
     p.add_argument("--speed", type=SPEED, default=DEMO_SPEED, help=f"simulated seconds per real second (default {DEMO_SPEED:g})")
@@ -127,11 +128,9 @@ def household_meter(path: Path = HOUSEHOLD_CSV, zone: str = "Asia/Tokyo") -> tup
     pv_empty = int(raw["pv_kw"].isna().sum())
     pv = raw["pv_kw"].fillna(0.0)
     day_pv_empty = int((raw["pv_kw"].isna() & (raw.index.hour >= 9) & (raw.index.hour < 15)).sum())
-    wall = raw.index.tz_localize(None)  # local clock, for whole-month arithmetic
-    months = wall.to_period("M")
-    first = months[0] + (0 if wall[0] == wall[0].normalize().replace(day=1) else 1)
-    last = (wall[-1] + (wall[1] - wall[0])).to_period("M") - 1
-    keep = (months >= first) & (months <= last)
+    keep = whole_months(raw.index, zone)
+    billed = local_months(raw.index[keep], zone)
+    first, last = billed[0], billed[-1]
     meter = pd.DataFrame({"import_kw": np.maximum(load - pv, 0.0), "export_kw": np.maximum(pv - load, 0.0)},
                          index=raw.index)[keep]
     notes = [

@@ -16,18 +16,21 @@ import argparse
 import json
 import math
 import sys
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
-from ems.commands.argtypes import HOURS
+from ems.commands.argtypes import HOURS, aware_time, output_file
 from ems.billing import check_history_up_to, site_contract_kw
 from ems.config import SiteConfig, load_site, peaks_history
 from ems.errors import DataError, Problem
-from ems.planning import PlanResult, Planner, SiteState
+from ems.outputs import write_atomic
 from ems.timegrid import month_of
 from ems.timeseries import read_series_csv
+
+if TYPE_CHECKING:  # the planner (pyomo, scipy) is imported when a plan is made, not for `ems plan --help`
+    from ems.planning import PlanResult
 
 NAME = "plan"
 HELP = "compute one optimised charge/discharge schedule for a site and print or save it"
@@ -48,7 +51,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--month-peak-kw", metavar="KW",
                    help="this billing month's metered peak so far [kW] (largest 30-minute average import); a plan "
                         "peak below it costs nothing (default 0)")
-    p.add_argument("--out", metavar="SCHEDULE.csv", help="write the schedule to this CSV")
+    p.add_argument("--out", type=output_file, metavar="SCHEDULE.csv",
+                   help="write the schedule to this CSV (its folder must exist; written whole or not at all)")
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
 
 
@@ -56,13 +60,7 @@ def parse_start(text: str | None, cfg: SiteConfig) -> pd.Timestamp:
     """The plan start: ``text`` (ISO 8601 with offset) or now floored to the planning step."""
     if text is None:
         return pd.Timestamp.now(tz=cfg.zone).floor(f"{cfg.planner.step_minutes}min")
-    try:
-        ts = pd.Timestamp(text)
-    except ValueError:
-        raise DataError(Problem("--start", None, "start", text, "not an ISO 8601 timestamp")) from None
-    if ts.tzinfo is None:
-        raise DataError(Problem("--start", None, "start", text, "give a UTC offset, e.g. 2024-07-01T18:00+09:00"))
-    return ts
+    return aware_time(text, "--start", "start")
 
 
 def parse_soc(items: list[str], cfg: SiteConfig) -> tuple[dict[str, float], list[str]]:
@@ -153,8 +151,7 @@ def write_schedule(result: PlanResult, path: str) -> None:
     out = result.schedule.copy()
     out.index = [t.isoformat() for t in out.index]
     out.index.name = "timestamp"
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    out.round(4).to_csv(path)
+    write_atomic(path, lambda tmp: out.round(4).to_csv(tmp))
 
 
 def table(result: PlanResult, cfg: SiteConfig) -> str:
@@ -190,6 +187,7 @@ def json_summary(result: PlanResult) -> dict:
 
 def run(args: argparse.Namespace) -> int:
     """Plan and print; exit 0 with a schedule (also a fallback one, flagged), 2 on invalid input."""
+    from ems.planning import Planner, SiteState
     cfg = load_site(args.config)
     start = parse_start(args.start, cfg)
     hours = args.hours if args.hours is not None else cfg.planner.horizon_hours

@@ -1,7 +1,7 @@
 """``ems study``: a span of a site's data under tariffs x strategies; summary.json, report.html, PNGs.
 
 ``ems study --config CONFIG --data YEAR.csv [--tariff A.yaml ...] [--strategy building,none,rule,mpc,oracle]
-[--out DIR] [--workers N] [--scheduler ADDRESS] [--sites DIR] [--seed N --stochastic]
+[--out DIR] [--workers N] [--scheduler ADDRESS [--scheduler-insecure]] [--sites DIR] [--seed N --stochastic]
 [--weather-forecast noisy|FILE.csv [--seed N] [--weather-actual WEATHER.csv]]``
 """
 
@@ -12,9 +12,10 @@ import json
 import os
 from pathlib import Path
 
-from ems.commands.argtypes import integer
+from ems.commands.argtypes import insecure_scheduler, integer, output_folder, scheduler_address
 from ems.config import load_site
 from ems.errors import ConfigError, DataError, Problem
+from ems.extras import require
 
 NAME = "study"
 HELP = "simulate a year (or any span) of a site's data under tariffs and control strategies; write a report"
@@ -33,13 +34,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="comma-separated strategies: building (the building alone, no cars), none (unmanaged "
                         "charging), rule (timer), mpc (the daemon's planning and dispatch), oracle (perfect "
                         "foresight) (default: all)")
-    p.add_argument("--out", default="study-out", metavar="DIR", help="output folder (default: study-out)")
+    p.add_argument("--out", type=output_folder, default="study-out", metavar="DIR",
+                   help="output folder, created if missing in an existing folder (default: study-out)")
     p.add_argument("--workers", type=integer(1, 256), default=min(4, os.cpu_count() or 1), metavar="N",
                    help="local worker processes (default: up to 4; 1 runs in this process)")
-    p.add_argument("--scheduler", metavar="ADDRESS", help="run on this Dask distributed scheduler (tcp://host:8786)")
+    p.add_argument("--scheduler", type=scheduler_address, metavar="ADDRESS",
+                   help="run on this Dask distributed scheduler: tcp://127.0.0.1:8786 (this machine, or an SSH tunnel "
+                        "to one), tls://host:8786 (with the Dask TLS settings), or tcp:// to another machine with "
+                        "--scheduler-insecure (README 'Running it at scale')")
+    p.add_argument("--scheduler-insecure", action="store_true",
+                   help="allow a plain tcp:// scheduler on another machine: unauthenticated and unencrypted, and "
+                        "Dask unpickles what it is sent; only on a network you trust")
     p.add_argument("--stochastic", action="store_true", help="draw vehicle arrivals, departures and trips around "
                                                              "the configured windows (needs --seed)")
-    p.add_argument("--seed", type=int, metavar="N", help="seed of the drawn vehicle stays (with --stochastic) and of "
+    p.add_argument("--seed", type=integer(0, 2**32 - 1), metavar="N", help="seed of the drawn vehicle stays (with --stochastic) and of "
                                                          "the noisy weather forecast (with --weather-forecast noisy)")
     p.add_argument("--weather-forecast", metavar="noisy|FILE.csv",
                    help="the weather forecast mpc is given at each step (default: none): 'noisy' (the actual weather "
@@ -80,9 +88,17 @@ def site_list(args: argparse.Namespace) -> list[tuple[str, str]]:
 
 def run(args: argparse.Namespace) -> int:
     """Run the study and print where the outputs are."""
+    # the extra 'study': checked before any work, not after a year's simulation when the report is drawn
+    needed = ["tqdm"] + ([] if args.no_report else ["matplotlib"]) + (["distributed"] if args.scheduler else [])
+    require(needed, "ems study")
     from ems.study import run_study
     if args.stochastic and args.seed is None:
         raise ConfigError(Problem("command line", None, "--seed", None, "--stochastic needs --seed N", has_value=False))
+    if args.scheduler and insecure_scheduler(args.scheduler) and not args.scheduler_insecure:
+        raise ConfigError(Problem("command line", None, "--scheduler", args.scheduler,
+                                  "a plain tcp:// scheduler on another machine is unauthenticated and unencrypted, and "
+                                  "Dask unpickles what it sends: use tls:// with the Dask TLS settings, or an SSH tunnel "
+                                  "to tcp://127.0.0.1:PORT, or add --scheduler-insecure on a network you trust"))
     if args.workers < 1:
         raise ConfigError(Problem("command line", None, "--workers", args.workers, "at least 1"))
     strategies = [s.strip() for s in args.strategy.split(",") if s.strip()]

@@ -68,9 +68,9 @@ def _origins(forecaster: SiteForecaster, end: pd.Timestamp, horizon_h: float, da
     return out
 
 
-def net_error_quantile(forecaster: SiteForecaster, end: pd.Timestamp, quantile_pct: float,
+def net_error_quantile(forecaster: SiteForecaster, end: pd.Timestamp, quantile: float,
                        horizon_hours: float = 48.0, days: float = REPLAY_DAYS) -> NetErrorQuantile | None:
-    """The net import error's ``quantile_pct`` quantile per class from forecasts made in the
+    """The net import error's ``quantile`` (a fraction, e.g. 0.9) quantile per class from forecasts made in the
     ``days`` before ``end`` (all of whose horizon is measured before ``end``); None when the
     history holds no such forecast (a new site: the plan then prices the point forecast)."""
     h = forecaster.history
@@ -100,7 +100,7 @@ def net_error_quantile(forecaster: SiteForecaster, end: pd.Timestamp, quantile_p
     err = np.concatenate(errors)
     rows = np.concatenate([c[0] for c in classes])
     cols = np.concatenate([c[1] for c in classes])
-    q = quantile_pct / 100
+    q = quantile
     table = np.zeros((len(LEAD_EDGES_H) - 1, 24 // HOUR_BLOCK))
     for r in range(table.shape[0]):
         in_row = rows == r

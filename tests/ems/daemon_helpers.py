@@ -35,7 +35,9 @@ def site_copy(tmp_path: Path, name: str = "home-v2h", **replace: str) -> Path:
     text = (CONFIGS / f"{name}.yaml").read_text()
     text = re.sub(r"^tariff: (\S+)", lambda m: f"tariff: {CONFIGS / m.group(1)}", text, flags=re.M)
     text = re.sub(r"history_csv: (\S+)", lambda m: f"history_csv: {(CONFIGS / m.group(1)).resolve()}", text)
-    text = re.sub(r"database: \S+", f"database: {tmp_path / 'ems.sqlite'}", text)
+    db = f"  database: {tmp_path / 'ems.sqlite'}\n"
+    text, n = re.subn(r"^daemon:\n", "daemon:\n" + db, text, flags=re.M)
+    text += "" if n else "daemon:\n" + db
     for old, new in replace.items():
         text, n = re.subn(old, new, text, flags=re.M)
         assert n, f"{old!r} not in {name}.yaml"

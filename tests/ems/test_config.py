@@ -10,6 +10,7 @@ import pytest
 
 from ems.config import PlugWindow, load_site, parse_clock, summary
 from ems.errors import ConfigError
+from ems.paths import site_slug
 
 TARIFFS = Path(__file__).parent / "data" / "tariffs"
 
@@ -56,12 +57,14 @@ def line(text: str, needle: str) -> int:
     return next(i for i, row in enumerate(text.splitlines(), 1) if needle in row)
 
 
-def test_the_base_file_is_valid(tmp_path):
+def test_the_base_file_is_valid(tmp_path, monkeypatch):
+    monkeypatch.setenv("STATE_DIRECTORY", str(tmp_path / "state"))
     cfg = load_site(site_file(tmp_path, BASE))
     assert cfg.site.timezone == "Asia/Tokyo" and cfg.grid.export_limit_kw == 0 and not cfg.grid.vehicle_export_allowed
     assert cfg.tariff.name == "test blocks" and cfg.planner.step_minutes == 30 and cfg.planner.horizon_hours == 48
     assert cfg.chargers[0].adapter.kind == "simulator" and cfg.source.endswith("site.yaml")
-    assert cfg.daemon.database == "ems.sqlite"   # the default: in the daemon's working directory
+    # the default: the site's file in the state directory ($STATE_DIRECTORY first), never the working directory
+    assert cfg.daemon.database == str(tmp_path / "state" / f"{site_slug(cfg.site.name)}.sqlite")
     given = load_site(site_file(tmp_path, BASE + "daemon:\n  database: data/site.sqlite\n"))
     assert given.daemon.database == str(tmp_path / "data" / "site.sqlite")   # a given path: relative to the file
 

@@ -35,8 +35,8 @@ def test_sim_serves_the_configured_site(configs_dir):
             assert client.connect()
             rr = client.read_holding_registers(40000, count=4, device_id=1)
             assert rr.registers == [0x5375, 0x6E53, 1, 66]
-            rr = client.read_holding_registers(64000, count=1, device_id=1)
-            assert rr.registers == [1]  # the municipal car is plugged in (Monday 17:00 onwards)
+            rr = client.read_holding_registers(40375, count=1, device_id=1)
+            assert rr.registers == [3]  # 802 State CONNECTED: the municipal car is plugged in (Monday 17:00 onwards)
         finally:
             client.close()
         out, err = p.communicate(timeout=30)
@@ -76,4 +76,4 @@ def test_sim_reports_a_busy_port(configs_dir, capsys):
 def test_sim_rejects_a_bad_speed(configs_dir, capsys):
     with pytest.raises(SystemExit) as exc:
         main(["sim", "--config", str(configs_dir / "shelter.yaml"), "--speed", "0"])
-    assert exc.value.code == 2 and "must be a number > 0" in capsys.readouterr().err
+    assert exc.value.code == 2 and "argument --speed: must be a finite number > 0" in capsys.readouterr().err

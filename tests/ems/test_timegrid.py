@@ -37,3 +37,20 @@ def test_step_grid():
     n = timegrid.step_count(2.0, step)
     assert n == 8 and timegrid.is_whole(n) and not timegrid.is_whole(timegrid.step_count(0.1, step))
     assert len(timegrid.step_grid(pd.Timestamp("2024-06-01", tz=TOKYO), n, step)) == 8
+
+
+def test_whole_months_leave_out_a_month_cut_at_either_end():
+    from ems.timegrid import whole_months
+    zone = "Asia/Tokyo"
+    # a UTC file from 15 Jan to 1 Apr 00:00 local: February and March whole, January cut
+    idx = pd.date_range(pd.Timestamp("2024-01-15", tz=zone), pd.Timestamp("2024-04-01", tz=zone), freq="30min",
+                        inclusive="left")
+    keep = whole_months(idx, zone)
+    kept = idx[keep].tz_convert(zone)
+    assert kept[0] == pd.Timestamp("2024-02-01", tz=zone) and kept[-1] == pd.Timestamp("2024-03-31 23:30", tz=zone)
+    # the same span one half hour short at the end: March is cut too
+    short = whole_months(idx[:-1], zone)
+    assert idx[:-1][short].tz_convert(zone)[-1] == pd.Timestamp("2024-02-29 23:30", tz=zone)
+    # a UTC index is judged by the local clock: 2024-01-31T15:00Z is local midnight of 1 February
+    utc = idx.tz_convert("UTC")
+    assert (whole_months(utc, zone) == keep).all()

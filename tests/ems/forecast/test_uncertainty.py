@@ -19,14 +19,14 @@ def office_forecaster(office_cfg, office_history):
 
 def test_the_quantile_is_read_from_forecasts_made_before_the_end(office_cfg, office_history, office_forecaster):
     """Replaying only the history before END gives the same table as the whole year: no peeking."""
-    q = net_error_quantile(office_forecaster, END, 90.0)
+    q = net_error_quantile(office_forecaster, END, 0.9)
     past = SiteForecaster(office_cfg, office_history[office_history.index < END])
     assert q is not None and q.origins >= 40 and q.samples > 40 * 90
-    np.testing.assert_allclose(net_error_quantile(past, END, 90.0).table, q.table)
+    np.testing.assert_allclose(net_error_quantile(past, END, 0.9).table, q.table)
     assert q.table.shape == (len(LEAD_EDGES_H) - 1, 8)
     # a higher quantile allows for more; the 90 % quantile is above the median somewhere in the day
-    hi = net_error_quantile(office_forecaster, END, 95.0)
-    assert np.all(hi.table >= q.table - 1e-9) and np.any(q.table > net_error_quantile(office_forecaster, END, 50.0).table)
+    hi = net_error_quantile(office_forecaster, END, 0.95)
+    assert np.all(hi.table >= q.table - 1e-9) and np.any(q.table > net_error_quantile(office_forecaster, END, 0.5).table)
 
 
 def test_uplift_by_lead_and_hour_never_negative():
@@ -41,4 +41,4 @@ def test_uplift_by_lead_and_hour_never_negative():
 
 def test_a_new_site_without_history_before_the_end_gets_none(office_cfg, office_history):
     short = SiteForecaster(office_cfg, office_history[office_history.index < pd.Timestamp("2024-01-03T00:00+09:00")])
-    assert net_error_quantile(short, pd.Timestamp("2024-01-03T00:00+09:00"), 90.0) is None
+    assert net_error_quantile(short, pd.Timestamp("2024-01-03T00:00+09:00"), 0.9) is None
