@@ -6,7 +6,8 @@
   persistent Planner (default interface: the HiGHS model kept and updated in place, its LP
   hot-started); build (problem data + model build or in-place update) and solve separately, their
   total (median and p90), the whole ``Planner.plan`` call (``wall``) and its split (problem data,
-  model, solve, rest: verification and the result's DataFrames); the same with a fresh model
+  model, solve, rest: verification and costs), and ``tables``: building the result's DataFrames
+  when first read (after the call: the daemon reads them, a study does not); the same with a fresh model
   built for every re-plan (``fresh_build``) and the total through the persistent pyomo
   appsi_highs model beside it;
 - office 48 h/30 min through each interface: highs_direct (the default: HiGHS matrix built with
@@ -89,11 +90,14 @@ class _Timed:
         w = time.perf_counter()
         res = self.planner.plan(at, data["pv_kw"], data["load_kw"], state)
         wall = time.perf_counter() - w
+        w = time.perf_counter()
+        res.schedule   # the tables, built on first access
+        tables = time.perf_counter() - w
         summ = res.summary
         b, s = summ["build_seconds"], summ["solve_seconds"]
         if keep:
             self.rows.append({"build": b, "solve": s, "total": b + s, "wall": wall, "problem": b - self.model_s,
-                              "model": self.model_s, "rest": wall - b - s})
+                              "model": self.model_s, "rest": wall - b - s, "tables": tables})
         self.methods.add(summ["method"])
 
     def figures(self) -> dict:
@@ -101,16 +105,8 @@ class _Timed:
         session = self.planner.session
         return {"build_s": _med(col["build"]), "solve_s": _med(col["solve"]), "total_s": _med(col["total"]),
                 "p90_total_s": _p90(col["total"]), "wall_s": _med(col["wall"]), "p90_wall_s": _p90(col["wall"]),
-                "split_s": {k: _med(col[k]) for k in ("problem", "model", "solve", "rest")},
+                "split_s": {k: _med(col[k]) for k in ("problem", "model", "solve", "rest", "tables")},
                 "methods": sorted(self.methods), "rebuilds": session.rebuilds, "updates": session.updates}
-
-
-def _med(xs: list[float]) -> float:
-    return round(statistics.median(xs), 4)
-
-
-def _p90(xs: list[float]) -> float:
-    return round(statistics.quantiles(xs, n=10, method="inclusive")[-1], 4)
 
 
 def compare(cfg, data: pd.DataFrame, start: str, n: int, state: SiteState, variants: dict[str, dict]) -> dict[str, dict]:
@@ -119,7 +115,7 @@ def compare(cfg, data: pd.DataFrame, start: str, n: int, state: SiteState, varia
     the machine hits all alike): medians of build (problem data + model build/update) and solve,
     their total (median and p90), and the split of the whole ``Planner.plan`` call (``wall``):
     problem data and requirements, model build or in-place update, solve, and the rest
-    (verification, costs, DataFrames)."""
+    (verification, costs); then the result's DataFrames (``tables``), built when first read."""
     planners = {name: _Timed(cfg, **opts) for name, opts in variants.items()}
     t0 = pd.Timestamp(start, tz="Asia/Tokyo")
     step = pd.Timedelta(minutes=cfg.planner.step_minutes)

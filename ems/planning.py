@@ -39,6 +39,7 @@ import pandas as pd
 from ems.config import SiteConfig
 from ems.errors import DataError, Problem
 from ems.plan_summary import PlanStatus, PlanSummary, Shortfall, ShortfallKind, add_up
+from ems.plansteps import NS_PER_HOUR, BoundaryLabels, StepCache, StepTable
 from ems.tariff import Tariff
 from ems.timegrid import WINDOW as WINDOW  # re-exported: the demand window
 from ems.timegrid import WINDOW_H, is_whole, month_add, step_count, step_grid
@@ -79,7 +80,21 @@ class SiteState:
     arrival_kwh: dict[str, float] = field(default_factory=dict)
 
 
-@dataclass
+@dataclass(frozen=True)
+class OperatorLimits:
+    """Limits an operator set for the plans to come (the daemon's overrides, ems/daemon/overrides.py).
+
+    ``no_discharge``: vehicle ids that must not discharge over the horizon (V2B paused, or boosting);
+    ``reserve_hours``: the outage reserve [h of the critical load, net of forecast PV] held in the
+    steps that start before ``reserve_until`` (None: the whole horizon) when above
+    ``outage.reserve_hours`` (the config's reserve after).
+    """
+
+    no_discharge: frozenset[str] = frozenset()
+    reserve_hours: float = 0.0
+    reserve_until: pd.Timestamp | None = None
+
+
 class PlanResult:
     """A checked schedule and its typed outcome.
 
@@ -89,17 +104,57 @@ class PlanResult:
     unserved_kw when an outage is planned. ``assignment``: the charger each vehicle uses in each
     step ("" = none). ``outcome``: the :class:`~ems.plan_summary.PlanSummary` code branches on;
     ``summary`` the same as a JSON dict.
+
+    A planner's result holds the checked flows (``values``, on ``index``) and builds the two tables
+    when first read (a study reads only :meth:`step_flows`); pickling builds them first, so a
+    result solved in a worker process arrives with its tables.
     """
 
-    schedule: pd.DataFrame
-    outcome: PlanSummary
-    assignment: pd.DataFrame | None = None
-    problem: PlanProblem | None = None
+    def __init__(self, schedule: pd.DataFrame | None, outcome: PlanSummary, assignment: pd.DataFrame | None = None,
+                 problem: PlanProblem | None = None, values: Values | None = None,
+                 index: pd.DatetimeIndex | None = None):
+        if schedule is None and (values is None or problem is None or index is None):
+            raise ValueError("a PlanResult needs its schedule, or the problem, values and index to build it from")
+        self.outcome, self.problem, self.values, self.index = outcome, problem, values, index
+        self._schedule, self._assignment = schedule, assignment
 
     @property
     def summary(self) -> dict:
         """The outcome as the JSON summary (a new dict each time: change ``outcome``, not this)."""
         return self.outcome.as_dict()
+
+    def _tables(self) -> None:
+        """Build the schedule and assignment tables from the flows, once."""
+        if self._schedule is None:
+            self._schedule, self._assignment = _frames(self.problem, self.index, self.values)
+
+    @property
+    def schedule(self) -> pd.DataFrame:
+        """The schedule table (built on first access)."""
+        self._tables()
+        return self._schedule
+
+    @property
+    def assignment(self) -> pd.DataFrame | None:
+        """The vehicle -> charger table (built on first access; None when the result came without one)."""
+        self._tables()
+        return self._assignment
+
+    def step_flows(self, t: int = 0) -> dict[str, tuple[str, float, float]]:
+        """Vehicle id -> (charger id, the charger's charge kW, its discharge kW) in step ``t`` for each
+        vehicle on a charger: the schedule's charger columns and the assignment at ``t``, in the
+        assignment's vehicle order."""
+        if self.values is None:
+            row, s = self.assignment.iloc[t], self.schedule.iloc[t]
+            return {vid: (cid, float(s[f"{cid}_charge_kw"]), float(s[f"{cid}_discharge_kw"]))
+                    for vid, cid in row.items() if cid}
+        charge, discharge, assign = _unit_flows(self.problem, self.values)
+        return {veh.id: (cid, float(charge[cid][t]), float(discharge[cid][t]))
+                for veh, cid in zip(self.problem.vehicles, assign[:, t]) if cid}
+
+    def __getstate__(self) -> dict:
+        self._tables()   # built where the plan was solved (a solver process), not where it is read
+        return self.__dict__
 
 
 # ----- inputs onto the planning grid ------------------------------------------------------------
@@ -136,12 +191,16 @@ def on_grid(series: pd.Series, index: pd.DatetimeIndex, name: str) -> np.ndarray
     s = series if series.index.is_monotonic_increasing else series.sort_index()
     if not s.index.is_unique:
         s = s[~s.index.duplicated(keep="first")]
-    step = index[1] - index[0] if len(index) > 1 else pd.Timedelta(index.freq)
-    sstep = pd.Timedelta(int(np.diff(s.index.asi8).min()), s.index.unit) if len(s) > 1 else step
-    if sstep >= step:
-        pos = s.index.searchsorted(index, side="right") - 1
-        ok = (pos >= 0) & (index < s.index[np.clip(pos, 0, None)] + sstep)
-        values = np.where(ok, s.to_numpy(dtype=float)[np.clip(pos, 0, None)], np.nan)
+    at_ns, of_ns = index.as_unit("ns").asi8, s.index.as_unit("ns").asi8   # epoch ns of the steps, of the series
+    step = pd.Timedelta(int(at_ns[1] - at_ns[0]), "ns") if len(index) > 1 else pd.Timedelta(index.freq)
+    sstep = pd.Timedelta(int(np.diff(of_ns).min()), "ns") if len(s) > 1 else step
+    if not len(s):
+        values = np.full(len(index), np.nan)
+    elif sstep >= step:
+        pos = np.searchsorted(of_ns, at_ns, side="right") - 1
+        held = np.clip(pos, 0, None)
+        ok = (pos >= 0) & (at_ns < of_ns[held] + sstep.value)
+        values = np.where(ok, s.to_numpy(dtype=float)[held], np.nan)
     else:
         bins = np.floor((s.index - index[0]) / step).astype(int)
         inside = (bins >= 0) & (bins < len(index))
@@ -180,8 +239,10 @@ def charger_specs(cfg: SiteConfig) -> tuple[ChargerSpec, ...]:
 
 def vehicle_specs(cfg: SiteConfig, index: pd.DatetimeIndex, state: SiteState,
                   is_holiday: Callable[[dt.date], bool],
-                  stays: Mapping[str, Sequence[Stay]] | None = None) -> tuple[VehicleSpec, ...]:
-    """Each vehicle's limits and stays on the grid; its SOC at the start from ``state``.
+                  stays: Mapping[str, Sequence[Stay]] | None = None,
+                  no_discharge: frozenset[str] = frozenset()) -> tuple[VehicleSpec, ...]:
+    """Each vehicle's limits and stays on the grid; its SOC at the start from ``state``; the
+    vehicles in ``no_discharge`` (:class:`OperatorLimits`) may not discharge.
 
     ``stays``: vehicle id -> the stays to plan with instead of the configured windows (a study's
     drawn stays); vehicles not in it use their windows.
@@ -205,10 +266,16 @@ def vehicle_specs(cfg: SiteConfig, index: pd.DatetimeIndex, state: SiteState,
             target_kwh=tl.target_kwh, arrival_set_kwh=tl.arrival_set_kwh, arrival_trip_kwh=tl.arrival_trip_kwh,
             chargers=tuple(v.chargers) or every,
             max_charge_kw=np.inf if v.max_charge_kw is None else v.max_charge_kw,
-            max_discharge_kw=np.inf if v.max_discharge_kw is None else v.max_discharge_kw,
+            max_discharge_kw=0.0 if v.id in no_discharge else np.inf if v.max_discharge_kw is None else v.max_discharge_kw,
             wear_cost_per_kwh=v.wear_cost_per_kwh, settlement_price_per_kwh=v.settlement_price_per_kwh,
             settled_kwh=float(np.clip(settled, -v.capacity_kwh, v.capacity_kwh))))
     return tuple(out)
+
+
+def step_table(cfg: SiteConfig, index: pd.DatetimeIndex) -> StepTable:
+    """The time data of a plan's ``index`` on its own (a :class:`Planner` slices them from its table)."""
+    step = index[1] - index[0] if len(index) > 1 else pd.Timedelta(minutes=cfg.planner.step_minutes)
+    return StepTable.build(cfg, index, step)
 
 
 def window_starts(index: pd.DatetimeIndex, tariff: Tariff) -> pd.DatetimeIndex:
@@ -218,63 +285,72 @@ def window_starts(index: pd.DatetimeIndex, tariff: Tariff) -> pd.DatetimeIndex:
 
 
 def demand_spec(cfg: SiteConfig, index: pd.DatetimeIndex, state: SiteState,
-                uplift_kw: np.ndarray | None = None) -> DemandSpec | None:
+                uplift_kw: np.ndarray | None = None, steps: StepTable | None = None) -> DemandSpec | None:
     """Windows, months and ratchet levels of a demand tariff (None without a demand charge).
 
     ``uplift_kw`` (per step): import the site may add above the forecast in the windows after the
     current one (the forecast error's high quantile, :mod:`ems.forecast.uncertainty`); the demand
     windows are priced with it, as if already metered, so the plan's peak and the car energy held
     for it cover it. The current window is left to the measured import and the guard.
+    ``steps``: the time data of ``index`` (:func:`step_table` when not given).
     """
-    tariff, basic = cfg.tariff, cfg.tariff.basic
+    basic = cfg.tariff.basic
     rate = basic.demand_rate()
     if basic.kind != "demand" or rate <= 0:
         return None
-    step = index[1] - index[0] if len(index) > 1 else pd.Timedelta(minutes=cfg.planner.step_minutes)
-    local = index.tz_convert(tariff.zone)
-    starts = window_starts(index, tariff)
-    ws = starts.unique()
-    window_of_step = ws.get_indexer(starts)
+    steps = steps or step_table(cfg, index)
+    window_of_step, ws, first = steps.windows()
     pre = np.zeros(len(ws))
-    if local[0] != ws[0]:
+    if steps.ns[0] != ws[0]:
         pre[0] = state.window_import_kwh
     elif state.window_import_kwh:
         raise _bad("state.window_import_kwh", state.window_import_kwh,
                    "the plan starts on a :00/:30 window boundary, so nothing can be metered in its window yet; give 0")
     if uplift_kw is not None:
-        extra = np.where(window_of_step > 0, np.asarray(uplift_kw, dtype=float), 0.0) * (step / pd.Timedelta(hours=1))
+        extra = np.where(window_of_step > 0, np.asarray(uplift_kw, dtype=float), 0.0) * (steps.step_ns / NS_PER_HOUR)
         pre += np.bincount(window_of_step, weights=extra, minlength=len(ws))
-    end = local[-1] + step
-    hours = np.minimum((end - ws) / pd.Timedelta(hours=1), WINDOW_H)
-    month_of_ws = tariff.months(ws)
-    labels, month_of_window = np.unique(month_of_ws, return_inverse=True)
-    labels = [str(x) for x in labels]
-    M, R = len(labels), basic.ratchet_months
-    billed = labels + [month_add(labels[-1], j) for j in range(1, R + 1)]
+    hours = np.minimum((steps.end_ns - ws) / NS_PER_HOUR, WINDOW_H)
+    labels, month_of_window = np.unique(steps.window_month[first], return_inverse=True)
+    labels = tuple(str(x) for x in labels)
+    billed, reach, links = _ratchet_reach(labels, basic.ratchet_months)
+    M = len(labels)
     history = {k: float(v) for k, v in state.peak_history_kw.items()}
     floor = np.array([history.get(m, 0.0) for m in labels])
     floor[0] = max(floor[0], state.month_peak_kw)
-    held, links = np.zeros(len(billed)), np.zeros((len(billed), M), dtype=bool)
-    for b, month in enumerate(billed):
-        window = {month_add(month, -j) for j in range(R + 1)}
+    held = np.zeros(len(billed))
+    for b, window in enumerate(reach):
         old = [history[h] for h in window if h in history and h not in labels]
-        links[b] = [m in window for m in labels]
         # a peak already metered in a horizon month holds the later months whose ratchet reaches it,
         # whatever the plan does: only what the plan adds above it is the plan's ratchet cost
         metered = [floor[i] for i in np.flatnonzero(links[b])] if b >= M else []
         held[b] = max([basic.minimum_contract_kw, *old, *metered])
-    hedge = np.flatnonzero((month_of_window == 0) & ((ws - local[0]) / pd.Timedelta(hours=1) < cfg.planner.peak_hedge_hours))
-    return DemandSpec(rate, window_of_step.astype(int), pre, hours.to_numpy(dtype=float), month_of_window.astype(int),
-                      floor, held, links, np.arange(len(billed)) < M, tuple(billed),
+    hedge = np.flatnonzero((month_of_window == 0) & ((ws - steps.ns[0]) / NS_PER_HOUR < cfg.planner.peak_hedge_hours))
+    return DemandSpec(rate, window_of_step.astype(int), pre, hours, month_of_window.astype(int),
+                      floor, held, links.copy(), np.arange(len(billed)) < M, billed,
                       hedge if cfg.planner.peak_hedge > 0 else hedge[:0], cfg.planner.peak_hedge * rate)
 
 
-def block_spec(cfg: SiteConfig, index: pd.DatetimeIndex, state: SiteState) -> BlockSpec | None:
-    """Room left in each increasing block of each month in the horizon (None for time-of-use tariffs)."""
+@functools.lru_cache(maxsize=64)
+def _ratchet_reach(labels: tuple[str, ...], ratchet_months: int) -> tuple[tuple[str, ...], tuple[frozenset[str], ...],
+                                                                            np.ndarray]:
+    """For a horizon over the billing months ``labels``: the billed months (``labels`` and the
+    ``ratchet_months`` after), the ratchet window of each (itself and the ``ratchet_months`` before),
+    and ``links[b, m]``: horizon month m lies in billed month b's window (read-only: copy it)."""
+    billed = labels + tuple(month_add(labels[-1], j) for j in range(1, ratchet_months + 1))
+    reach = tuple(frozenset(month_add(month, -j) for j in range(ratchet_months + 1)) for month in billed)
+    links = np.array([[m in window for m in labels] for window in reach], dtype=bool)
+    links.flags.writeable = False
+    return billed, reach, links
+
+
+def block_spec(cfg: SiteConfig, index: pd.DatetimeIndex, state: SiteState,
+               steps: StepTable | None = None) -> BlockSpec | None:
+    """Room left in each increasing block of each month in the horizon (None for time-of-use tariffs);
+    ``steps`` the time data of ``index`` (:func:`step_table` when not given)."""
     tariff = cfg.tariff
     if not tariff.blocks:
         return None
-    months, month_of_step = np.unique(tariff.months(index), return_inverse=True)
+    months, month_of_step = np.unique((steps or step_table(cfg, index)).month, return_inverse=True)
     uppers = [np.inf if b.up_to_kwh is None else b.up_to_kwh for b in tariff.blocks]
     lowers = [0.0] + uppers[:-1]
     room = np.zeros((len(months), len(uppers)))
@@ -288,11 +364,16 @@ def build_problem(cfg: SiteConfig, start: pd.Timestamp, pv_kw: pd.Series, load_k
                   outage: tuple[pd.Timestamp, pd.Timestamp] | None = None, hours: float | None = None,
                   stays: Mapping[str, Sequence[Stay]] | None = None,
                   peak_uplift_kw: pd.Series | None = None,
-                  is_holiday: Callable[[dt.date], bool] | None = None) -> PlanProblem:
+                  is_holiday: Callable[[dt.date], bool] | None = None,
+                  limits: OperatorLimits | None = None, steps: StepTable | None = None) -> PlanProblem:
     """The model data of one re-plan (see the module docstring); ``stays`` as in :func:`vehicle_specs`;
+    ``limits``: an operator's :class:`OperatorLimits`;
     ``is_holiday`` the tariff's calendar (:func:`holiday_calendar`; a planner keeps one);
-    ``peak_uplift_kw`` the load allowed for above the forecast in the demand windows (see :func:`demand_spec`)."""
-    index = plan_index(cfg, start, hours)
+    ``peak_uplift_kw`` the load allowed for above the forecast in the demand windows (see :func:`demand_spec`);
+    ``steps`` the time data of the plan's grid (:func:`plan_index` of ``start`` and ``hours``; a planner
+    slices it from its table), else built here."""
+    index = plan_index(cfg, start, hours) if steps is None else steps.index
+    steps = steps or step_table(cfg, index)
     T = len(index)
     dt_h = cfg.planner.step_minutes / 60
     pv, load = on_grid(pv_kw, index, "pv_kw"), on_grid(load_kw, index, "load_kw")
@@ -305,28 +386,30 @@ def build_problem(cfg: SiteConfig, start: pd.Timestamp, pv_kw: pd.Series, load_k
         mask = (index >= o0) & (index < o1)
         load = np.where(mask, cfg.load.critical_kw, load)
     tariff = cfg.tariff
-    blocks = block_spec(cfg, index, state)
-    import_price = tariff.adder_rate(index) if blocks is not None else tariff.import_price(index)
+    blocks = block_spec(cfg, index, state, steps)
+    import_price = steps.import_price
     reserve = None
-    if cfg.outage.reserve_hours > 0 and cfg.load.critical_kw > 0 and cfg.vehicles:
+    lim = limits or OperatorLimits()
+    if max(cfg.outage.reserve_hours, lim.reserve_hours) > 0 and cfg.load.critical_kw > 0 and cfg.vehicles:
         reserve = reserve_requirement_kwh(cfg.load.critical_kw, pv, dt_h, cfg.outage.reserve_hours)
+        if lim.reserve_hours > cfg.outage.reserve_hours:   # an operator's raised reserve, in the steps before its end
+            raised = reserve_requirement_kwh(cfg.load.critical_kw, pv, dt_h, lim.reserve_hours)
+            reserve = raised if lim.reserve_until is None else np.where(index < lim.reserve_until, raised, reserve)
     terminal = cfg.planner.terminal_value_per_kwh
     if terminal is None:   # without blocks the price does not depend on the month's use: reuse it
         terminal = float(np.mean(import_price if blocks is None else tariff.import_price(index, state.month_import_kwh)))
-    end = index[-1] + (index[1] - index[0] if T > 1 else pd.Timedelta(minutes=cfg.planner.step_minutes))
-    bounds = list(index) + [end]
-    fmt = "%H:%M" if bounds[-1] - bounds[0] <= pd.Timedelta(hours=24) and bounds[0].date() == bounds[-1].date() else "%a %H:%M"
     problem = PlanProblem(
-        dt_h=dt_h, pv_kw=pv, load_kw=load, import_price=np.asarray(import_price, dtype=float),
-        export_price=np.asarray(tariff.export_rate(index), dtype=float),
+        dt_h=dt_h, pv_kw=pv, load_kw=load, import_price=import_price, export_price=steps.export_price,
         import_limit_kw=np.full(T, cfg.grid.import_limit_kw), export_limit_kw=np.full(T, cfg.grid.export_limit_kw),
-        chargers=charger_specs(cfg), vehicles=vehicle_specs(cfg, index, state, is_holiday or holiday_calendar(tariff), stays),
-        vehicle_export_allowed=cfg.grid.vehicle_export_allowed, demand=demand_spec(cfg, index, state, uplift), blocks=blocks,
+        chargers=charger_specs(cfg), vehicles=vehicle_specs(cfg, index, state, is_holiday or holiday_calendar(tariff), stays,
+                                                                lim.no_discharge),
+        vehicle_export_allowed=cfg.grid.vehicle_export_allowed, demand=demand_spec(cfg, index, state, uplift, steps),
+        blocks=blocks,
         reserve_kwh=reserve, reserve_soft=cfg.outage.mode == "soft",
         reserve_penalty_per_kwh_h=cfg.outage.soft_penalty_per_kwh, outage=mask if outage is not None else None,
         value_of_lost_load_per_kwh=cfg.outage.value_of_lost_load_per_kwh, terminal_value_per_kwh=terminal,
         final_soc_at_least_initial=cfg.planner.require_final_soc_at_least_initial,
-        labels=tuple(b.strftime(fmt) for b in bounds))
+        labels=BoundaryLabels(index, pd.Timedelta(steps.step_ns, "ns")))
     check_problem(problem)
     return problem
 
@@ -408,34 +491,50 @@ def _check(problem: PlanProblem, req: Requirements, v: Values, soft: frozenset[s
                       import_soft="import" in soft, grid_direction=needs_grid_direction_binary(problem))
 
 
-def _frames(problem: PlanProblem, index: pd.DatetimeIndex, v: Values) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The schedule and the vehicle -> charger assignment as DataFrames."""
+def _unit_flows(problem: PlanProblem, v: Values) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], np.ndarray]:
+    """Each charger's charge and discharge [kW] per step (its pairs summed), and the id of the charger
+    each vehicle (rows, in the problem's order) uses in each step ("" = none)."""
     ps = pairs(problem)
-    cols: dict[str, np.ndarray] = {"pv_kw": problem.pv_kw, "load_kw": problem.load_kw, "import_kw": v.imp,
-                                   "export_kw": v.exp, "curtail_kw": v.curt}
+    charge: dict[str, np.ndarray] = {}
+    discharge: dict[str, np.ndarray] = {}
     for ci, c in enumerate(problem.chargers):
         rows = [i for i, p in enumerate(ps) if p.c == ci]
-        cols[f"{c.id}_charge_kw"] = v.ch[rows].sum(axis=0) if rows else np.zeros(len(index))
-        cols[f"{c.id}_discharge_kw"] = v.dis[rows].sum(axis=0) if rows else np.zeros(len(index))
+        charge[c.id] = v.ch[rows].sum(axis=0) if rows else np.zeros(problem.n_steps)
+        discharge[c.id] = v.dis[rows].sum(axis=0) if rows else np.zeros(problem.n_steps)
+    assign = np.full((len(problem.vehicles), problem.n_steps), "", dtype=object)
+    for i, p in enumerate(ps):
+        assign[p.v, (v.ch[i] > 1e-6) | (v.dis[i] > 1e-6)] = problem.chargers[p.c].id
+    return charge, discharge, assign
+
+
+def _frames(problem: PlanProblem, index: pd.DatetimeIndex, v: Values) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The schedule and the vehicle -> charger assignment as DataFrames."""
+    charge, discharge, assign = _unit_flows(problem, v)
+    cols: dict[str, np.ndarray] = {"pv_kw": problem.pv_kw, "load_kw": problem.load_kw, "import_kw": v.imp,
+                                   "export_kw": v.exp, "curtail_kw": v.curt}
+    for c in problem.chargers:
+        cols[f"{c.id}_charge_kw"] = charge[c.id]
+        cols[f"{c.id}_discharge_kw"] = discharge[c.id]
     for vi, veh in enumerate(problem.vehicles):
         cols[f"{veh.id}_soc_kwh"] = v.soc[vi, :-1]
     if problem.outage is not None:
         cols["unserved_kw"] = v.uns
     schedule = pd.DataFrame(cols, index=index)
     schedule.index.name = "timestamp"
-    assign = pd.DataFrame({veh.id: [""] * len(index) for veh in problem.vehicles}, index=index, dtype=object)
-    for i, p in enumerate(ps):
-        on = (v.ch[i] > 1e-6) | (v.dis[i] > 1e-6)
-        assign.iloc[np.flatnonzero(on), p.v] = problem.chargers[p.c].id
-    return schedule, assign
+    table = pd.DataFrame({veh.id: assign[vi] for vi, veh in enumerate(problem.vehicles)}, index=index, dtype=object)
+    return schedule, table
 
 
 def _schedule_window_kw(problem: PlanProblem, import_kw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Each demand window's average of the schedule's own import [kW] (nothing metered before the
     plan, no allowance for forecast error) and its number of steps in the horizon."""
-    d = problem.demand
-    n = np.bincount(d.window_of_step, minlength=d.n_windows)
-    kw = np.bincount(d.window_of_step, weights=import_kw, minlength=d.n_windows)
+    return _window_means(problem.demand.window_of_step, import_kw, problem.demand.n_windows)
+
+
+def _window_means(window_of_step: np.ndarray, import_kw: np.ndarray, n_windows: int) -> tuple[np.ndarray, np.ndarray]:
+    """Each window's average of ``import_kw`` over its steps [kW] and its number of steps."""
+    n = np.bincount(window_of_step, minlength=n_windows)
+    kw = np.bincount(window_of_step, weights=import_kw, minlength=n_windows)
     return kw / np.maximum(n, 1), n
 
 
@@ -463,17 +562,18 @@ def _planned_peaks_kw(problem: PlanProblem, import_kw: np.ndarray) -> dict[str, 
     return out
 
 
-def window_peak_kw(index: pd.DatetimeIndex, import_kw: np.ndarray, tariff: Tariff) -> float:
-    """Largest average import over the fixed :00/:30 windows the plan covers [kW] (partial windows:
-    over the part covered)."""
-    return float(pd.Series(import_kw).groupby(np.asarray(window_starts(index, tariff).asi8)).mean().max())
+def window_peak_kw(steps: StepTable, import_kw: np.ndarray) -> float:
+    """Largest average import over the fixed :00/:30 windows the plan's ``steps`` cover [kW]
+    (partial windows: over the part covered)."""
+    window_of_step, starts, _ = steps.windows()
+    return float(_window_means(window_of_step, import_kw, len(starts))[0].max())
 
 
-def _fixed_cost(cfg: SiteConfig, index: pd.DatetimeIndex) -> float:
+def _fixed_cost(cfg: SiteConfig, steps: StepTable) -> float:
     """Monthly basic charges that do not depend on the plan, for each billing month touched [currency]."""
     if cfg.tariff.basic.kind == "demand":
         return 0.0
-    return cfg.tariff.basic.fixed_amount() * len(set(cfg.tariff.months(index)))
+    return cfg.tariff.basic.fixed_amount() * len(set(steps.month))
 
 
 class Planner:
@@ -486,21 +586,26 @@ class Planner:
         self.cfg = cfg
         self.session = Session(options or solve_options(cfg))
         self.is_holiday = holiday_calendar(cfg.tariff)   # cached across re-plans
+        self.steps = StepCache(cfg)                      # the steps' prices, months and windows, likewise
 
     def plan(self, start: pd.Timestamp, pv_kw: pd.Series, load_kw: pd.Series, state: SiteState, *,
              outage: tuple[pd.Timestamp, pd.Timestamp] | None = None, hours: float | None = None,
-             stays: Mapping[str, Sequence[Stay]] | None = None, peak_uplift_kw: pd.Series | None = None) -> PlanResult:
+             stays: Mapping[str, Sequence[Stay]] | None = None, peak_uplift_kw: pd.Series | None = None,
+             limits: OperatorLimits | None = None) -> PlanResult:
         """A checked schedule from ``start`` for ``hours`` (default: the config's horizon).
 
-        ``stays``: vehicle id -> stays to plan with instead of the configured windows;
+        ``stays``: vehicle id -> stays to plan with instead of the configured windows; ``limits``:
+        an operator's :class:`OperatorLimits` (the daemon's overrides);
         ``peak_uplift_kw``: load to allow for above the forecast in the demand windows after the
         current one (:func:`demand_spec`; see :mod:`ems.forecast.uncertainty`).
 
         Raises :class:`~ems.errors.DataError` for invalid inputs; never for an infeasible or failed solve.
         """
         t0 = time.perf_counter()
+        index = plan_index(self.cfg, start, hours)
+        steps = self.steps.steps(index, pd.Timedelta(minutes=self.cfg.planner.step_minutes))
         problem = build_problem(self.cfg, start, pv_kw, load_kw, state, outage, hours, stays, peak_uplift_kw,
-                                self.is_holiday)
+                                self.is_holiday, limits, steps)
         req = requirements(problem)
         prep = time.perf_counter() - t0
         messages = [f.text for f in req.findings]
@@ -514,10 +619,9 @@ class Planner:
                             "(shortfalls below)")
             sol = self.session.solve(problem, req, soft)
             build, solve = build + sol.build_seconds, solve + sol.solve_seconds
-        index = plan_index(self.cfg, start, hours)
-        return self._result(index, problem, req, sol, soft, messages, infeasible, prep + build, solve)
+        return self._result(steps, problem, req, sol, soft, messages, infeasible, prep + build, solve)
 
-    def _result(self, index: pd.DatetimeIndex, problem: PlanProblem, req: Requirements, sol: Solution,
+    def _result(self, steps: StepTable, problem: PlanProblem, req: Requirements, sol: Solution,
                 soft: frozenset[str], messages: list[str], infeasible: bool, build_s: float, solve_s: float) -> PlanResult:
         """Verify the solution (or the fallback) and assemble the result."""
         messages = messages + sol.messages
@@ -543,9 +647,9 @@ class Planner:
                 messages.append("the safe rule breaks: " + "; ".join(leftover[:3]))
         found = shortfalls(problem, values)
         messages += [f.text for f in found]
-        cost = plan_costs(problem, req, values, soft)
-        schedule, assign = _frames(problem, index, values)
-        fixed = _fixed_cost(self.cfg, index)
+        if fallback:   # else the verified solution's cost above
+            cost = plan_costs(problem, req, values, soft)
+        fixed = _fixed_cost(self.cfg, steps)
         planned = _planned_peaks_kw(problem, values.imp)
         outcome = PlanSummary(
             status=PlanStatus.FALLBACK if fallback else PlanStatus(sol.status), method="rule" if fallback else sol.method,
@@ -555,13 +659,13 @@ class Planner:
             penalty_cost=cost.penalty,
             terminal_value=cost.terminal_value, fixed_cost=fixed,
             bill_cost=cost.energy + cost.demand + fixed - cost.export_credit,
-            peak_kw=max(planned.values()) if planned else window_peak_kw(index, values.imp, self.cfg.tariff),
+            peak_kw=max(planned.values()) if planned else window_peak_kw(steps, values.imp),
             unserved_kwh=cost.unserved_kwh, month_peaks_kw=cost.month_peaks_kw, planned_peaks_kw=planned,
             near_peak_kw=_near_peak(problem, values.imp), hedge_cost=cost.hedge,
             final_soc_kwh={veh.id: float(values.soc[vi, -1]) for vi, veh in enumerate(problem.vehicles)},
             build_seconds=build_s, solve_seconds=solve_s,
             shortfalls=found_before_solving(problem, req) + found, messages=messages)
-        return PlanResult(schedule, outcome, assign, problem)
+        return PlanResult(None, outcome, None, problem, values, steps.index)
 
 
 def plan_site(cfg: SiteConfig, start: pd.Timestamp, pv_kw: pd.Series, load_kw: pd.Series, state: SiteState,

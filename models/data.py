@@ -11,6 +11,7 @@ the charger; a charger's efficiencies convert them to battery energy.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field
 
@@ -201,6 +202,16 @@ class PlanProblem:
         """Charger id -> position."""
         return {c.id: i for i, c in enumerate(self.chargers)}
 
+    @functools.cached_property
+    def _pairs(self) -> tuple[Pair, ...]:
+        """:func:`pairs`, found once (a model's builders and checks ask some twenty times)."""
+        return tuple(_find_pairs(self))
+
+    @functools.cached_property
+    def _stay_segments(self) -> tuple[StaySegment, ...]:
+        """:func:`stay_segments`, found once."""
+        return tuple(_find_stay_segments(self))
+
 
 @dataclass(frozen=True)
 class Pair:
@@ -216,6 +227,11 @@ class Pair:
 
 def pairs(problem: PlanProblem) -> list[Pair]:
     """Every allowed (vehicle, charger) pair; ratings are the smaller of car and charger [kW]."""
+    return list(problem._pairs)
+
+
+def _find_pairs(problem: PlanProblem) -> list[Pair]:
+    """:func:`pairs`, looked up."""
     where = problem.charger_index()
     out = []
     for vi, v in enumerate(problem.vehicles):
@@ -242,6 +258,11 @@ class StaySegment:
 def stay_segments(problem: PlanProblem) -> list[StaySegment]:
     """Every run of plugged steps of every driver-owned vehicle (a stay, or the part of one inside
     the horizon); the first carries the vehicle's ``settled_kwh`` when the car is plugged in at the start."""
+    return list(problem._stay_segments)
+
+
+def _find_stay_segments(problem: PlanProblem) -> list[StaySegment]:
+    """:func:`stay_segments`, looked up."""
     out = []
     for vi, v in enumerate(problem.vehicles):
         if not v.driver_owned:

@@ -26,6 +26,7 @@ a load above the import limit plus all possible discharge (``import``).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -117,18 +118,18 @@ def reach_and_ceiling(v: VehicleSpec, charge_kw: np.ndarray, dt_h: float) -> tup
     above max_kwh, else max_kwh.
     """
     T = charge_kw.size
-    reach, ceil = np.empty(T + 1), np.empty(T + 1)
-    reach[0], ceil[0] = v.soc0_kwh, max(v.max_kwh, v.soc0_kwh)
+    arrived, trips, gain = v.arrival_set_kwh.tolist(), v.arrival_trip_kwh.tolist(), (charge_kw * dt_h).tolist()
+    reach, ceil = [v.soc0_kwh] + [0.0] * T, [max(v.max_kwh, v.soc0_kwh)] + [0.0] * T   # floats: a loop over T
     for k in range(T):
         nxt = k + 1
-        if nxt < T and not np.isnan(v.arrival_set_kwh[nxt]):
-            reach[nxt] = v.arrival_set_kwh[nxt]
+        if nxt < T and not math.isnan(arrived[nxt]):
+            reach[nxt] = arrived[nxt]
             ceil[nxt] = max(v.max_kwh, reach[nxt])
             continue
-        trip = v.arrival_trip_kwh[nxt] if nxt < T else 0.0
-        reach[nxt] = min(reach[k] + charge_kw[k] * dt_h, ceil[k]) - trip
+        trip = trips[nxt] if nxt < T else 0.0
+        reach[nxt] = min(reach[k] + gain[k], ceil[k]) - trip
         ceil[nxt] = max(v.max_kwh, ceil[k] - trip)
-    return reach, ceil
+    return np.array(reach, dtype=float), np.array(ceil, dtype=float)
 
 
 def _entry(v: VehicleSpec, k: int) -> int:

@@ -7,6 +7,8 @@ what lets a plan out of the planner.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from models.data import PlanProblem, export_cap_kw, import_cap_kw, pair_charge_cap_kw, pair_discharge_cap_kw, pairs
@@ -31,12 +33,13 @@ def soc_trajectory(problem: PlanProblem, ch: np.ndarray, dis: np.ndarray, fixed:
     for i, p in enumerate(ps):
         delta[p.v] += (p.eta_c * ch[i] - dis[i] / p.eta_d) * problem.dt_h
     soc = np.zeros((V, T + 1))
-    for vi, v in enumerate(problem.vehicles):
-        soc[vi, 0] = v.soc0_kwh
+    for vi, v in enumerate(problem.vehicles):   # floats: a loop over T
+        known, step, trips = fixed[vi].tolist(), delta[vi].tolist(), v.arrival_trip_kwh.tolist()
+        row = [v.soc0_kwh]
         for k in range(T):
-            known = fixed[vi, k + 1]
-            trip = v.arrival_trip_kwh[k + 1] if k + 1 < T else 0.0
-            soc[vi, k + 1] = known if not np.isnan(known) else soc[vi, k] + delta[vi, k] - trip
+            trip = trips[k + 1] if k + 1 < T else 0.0
+            row.append(known[k + 1] if not math.isnan(known[k + 1]) else row[k] + step[k] - trip)
+        soc[vi] = row
     return soc
 
 

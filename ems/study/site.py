@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import bisect
 import datetime as dt
+import functools
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -40,9 +41,9 @@ class Span:
     frame: pd.DataFrame | None = None   # the data as read (UTC index), the forecaster's history
     filled: dict[str, int] = field(default_factory=dict)   # cells filled per column (--fill-gaps)
 
-    @property
+    @functools.cached_property
     def dt_h(self) -> float:
-        """Step length [h]."""
+        """Step length [h] (read at every simulated step: computed once)."""
         return (self.index[1] - self.index[0]) / pd.Timedelta(hours=1)
 
     @property

@@ -31,7 +31,7 @@ from ems.config import SiteConfig
 from ems.dispatch import (REFILL_HOURS, DispatchInput, PluggedCar, UnitRules, UnitState, WindowMeter,
                           departure_floor_kwh, peak_aware_dispatch,
                           fallback_setpoint, guard_target_kw, reserve_to_hold_kwh, share_floors)
-from ems.planning import Planner, SiteState, plan_span
+from ems.planning import Planner, PlanResult, SiteState, plan_span
 from ems.study.site import Flow, SiteSim, known_stays
 from ems.timegrid import hours_into_window
 
@@ -208,25 +208,32 @@ class Mpc(Controller):
                                 peak_uplift_kw=self.peak_uplift_kw(now, fc.load_kw.index))
         self.plans += 1
         self.fallbacks += res.outcome.fallback
-        planned = plan_flows(self.cfg, res.schedule.iloc[:1], res.assignment.iloc[:1])(0)
+        planned = self.first_flows(res)
         usable = not (res.outcome.fallback or res.outcome.infeasible or res.outcome.departures_short)
         if not usable:   # the daemon's judgement: such a plan is not followed
             return self.guard({}, None, None)
         reserve = res.problem.reserve_kwh if res.problem is not None else None
-        net = (fc.load_kw - fc.pv_kw).to_numpy(dtype=float)[:int(round(REFILL_HOURS / sim.span.dt_h))]
+        net = (fc.load_kw.to_numpy(dtype=float) - fc.pv_kw.to_numpy(dtype=float))[:int(round(REFILL_HOURS / sim.span.dt_h))]
         return self.guard(planned, res.outcome.peak_in(str(self.months[t])), None if reserve is None else float(reserve[0]),
                           net)
+
+    def first_flows(self, res: PlanResult) -> dict[int, Flow]:
+        """The plan's flows in its first step for each vehicle on a charger (its charger's flows, as
+        :func:`plan_flows` reads them from the schedule, without building the schedule)."""
+        cids = {c.id: i for i, c in enumerate(self.cfg.chargers)}
+        vehicle = {vid: v for v, vid in enumerate(self.sim.fleet.ids)}
+        return {vehicle[vid]: Flow(cids[cid], ch, dis) for vid, (cid, ch, dis) in res.step_flows(0).items()}
 
     def peak_uplift_kw(self, now: pd.Timestamp, index: pd.DatetimeIndex) -> pd.Series | None:
         """The daemon's allowance above the forecast for the later demand windows (``planner.peak_quantile_pct``):
         the error quantile from the weeks before, refreshed once a local day [kW]; None when off."""
-        pct = self.cfg.planner.peak_quantile_pct
-        if pct is None:
+        quantile = self.cfg.planner.peak_quantile
+        if quantile is None:
             return None
         day = now.tz_convert(self.cfg.zone).date()
         if self.error_q is None or self.error_q[0] != day:
             from ems.forecast.uncertainty import net_error_quantile
-            self.error_q = (day, net_error_quantile(self.forecaster, now, pct, self.hours))
+            self.error_q = (day, net_error_quantile(self.forecaster, now, quantile, self.hours))
         q = self.error_q[1]
         return None if q is None else pd.Series(q.uplift_kw(now, index, self.cfg.zone), index=index)
 
