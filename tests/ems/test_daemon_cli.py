@@ -24,7 +24,8 @@ def test_bounded_run_then_status(tmp_path, capsys):
     assert "plans" in capsys.readouterr().err
     assert main(["status", "--config", str(path)]) == 0
     out = capsys.readouterr().out
-    assert "month 2024-07" in out and "last plan 2024-07-08T" in out and "v2h1: at 2024-07-08T" in out
+    assert "month 2024-07" in out and "last plan 2024-07-08 " in out and "units at 2024-07-08 " in out
+    assert "v2h1     leaf plugged in, SOC " in out and "daemon: not running, last seen " in out
     assert "plug: v2h1: leaf plugged in" in out and "stop: daemon stopped" in out
 
 
