@@ -9,6 +9,7 @@ path, the bad value and what is allowed, and all errors of a file are reported t
 from __future__ import annotations
 
 import datetime as dt
+import ipaddress
 import re
 import zoneinfo
 from pathlib import Path
@@ -16,8 +17,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
-from ems.billing import read_peaks_history_csv
 from ems.errors import ConfigError, DataError, Problem
+from ems.paths import default_database
 from ems.tariff import Tariff, load_tariff
 from ems.yamlio import LineMap, line_of, load_yaml, validate
 
@@ -163,7 +164,31 @@ class ModbusRtuAdapter(MeterRtu):
     reversion_timeout_s: float = Field(default=60.0, ge=5, le=3600)
 
 
-Adapter = Annotated[SimulatorAdapter | ModbusTcpAdapter | ModbusRtuAdapter, Field(discriminator="kind")]
+class EchonetLiteAdapter(Strict):
+    """A unit or meter over ECHONET Lite (UDP): a V2H unit is class 0x027E, a smart meter 0x0288 or 0x028A.
+
+    ``host``/``port``: the node; ``instance``: the object's instance code (1 for the first unit of
+    its class on that node); ``local_port``: where this daemon receives answers and announcements
+    (3610: real units answer and announce to that port; 0: any free port, e.g. for ``ems sim
+    --protocol echonet`` on the same machine).
+    """
+
+    kind: Literal["echonet_lite"]
+    host: str = Field(min_length=1)
+    port: int = Field(default=3610, ge=1, le=65535)
+    instance: int = Field(default=1, ge=1, le=127)
+    timeout_s: float = Field(default=2.0, gt=0, le=60)
+    local_port: int = Field(default=3610, ge=0, le=65535, description="0 = any free port")
+
+
+class MeterEchonetLite(EchonetLiteAdapter):
+    """A smart meter over ECHONET Lite: ``meter_class`` low_voltage (0x0288, instantaneous power) or
+    high_voltage (0x028A, power from its energy counter)."""
+
+    meter_class: Literal["low_voltage", "high_voltage"] = "low_voltage"
+
+
+Adapter = Annotated[SimulatorAdapter | ModbusTcpAdapter | ModbusRtuAdapter | EchonetLiteAdapter, Field(discriminator="kind")]
 
 
 class MeterSimulated(Strict):
@@ -172,7 +197,7 @@ class MeterSimulated(Strict):
     kind: Literal["simulator"]
 
 
-MeterAdapterConfig = Annotated[MeterSimulated | MeterTcp | MeterRtu, Field(discriminator="kind")]
+MeterAdapterConfig = Annotated[MeterSimulated | MeterTcp | MeterRtu | MeterEchonetLite, Field(discriminator="kind")]
 
 
 class MeterSection(Strict):
@@ -407,15 +432,91 @@ class PlannerSection(Strict):
         return self
 
 
+#: Days of raw dispatch ticks (and plans, events) the store keeps by default (``daemon.retention_days``).
+#: The office's three units at a 5-s tick write 5.7 MB of them a day (bench/store.py), so two weeks keep
+#: a year's store near 86 MB (35 days would be 204 MB); bills and forecasts need only the 30-minute
+#: aggregates, kept for ever. README "Store size".
+RETENTION_DAYS = 14
+#: Open-Meteo's forecast endpoint (no key needed); ``daemon.weather.url`` may name another (a mirror, a test server).
+OPEN_METEO_URL = "https://api.open-meteo.com/v1/forecast"
+
+
+class WeatherSection(Strict):
+    """The daemon's weather forecast (``daemon.weather``): an Open-Meteo fetch every ``every_hours``
+    real hours on the wall clock (never on a simulated clock: the forecast is for the real now), each
+    request given up after ``timeout_s`` seconds per connect and per read. ``models``: Open-Meteo's
+    model (``jma_seamless``: JMA MSM + GSM, for Japan); ``forecast_days``/``past_days``: the span
+    asked for (the past day is the model's view of the hours just gone). Offline, the PV forecast
+    falls back to clear sky x clearness (a ``weather-fallback`` event, ``weather-recovered`` when a
+    fetch works again)."""
+
+    fetch: bool = True
+    every_hours: float = Field(default=3.0, ge=0.25, le=24)
+    timeout_s: float = Field(default=10.0, gt=0, le=120)
+    url: str = Field(default=OPEN_METEO_URL, pattern=r"^https?://")
+    models: str = Field(default="jma_seamless", pattern=r"^[a-z0-9_,]+$")
+    forecast_days: int = Field(default=3, ge=1, le=16)
+    past_days: int = Field(default=1, ge=0, le=7)
+
+
+#: Where the daemon's web page and JSON API listen by default (``daemon.http``): this machine only.
+HTTP_LISTEN, HTTP_PORT = "127.0.0.1", 8080
+
+
+def is_loopback(address: str) -> bool:
+    """Whether ``address`` (an IP address or ``localhost``) reaches this machine only."""
+    return address == "localhost" or ipaddress.ip_address(address).is_loopback
+
+
+class HttpSection(Strict):
+    """The daemon's web page, JSON API and Prometheus metrics (``daemon.http``; ems/web).
+
+    ``listen``: an IP address (``127.0.0.1``, ``::1``, ``0.0.0.0`` for every interface ...) or
+    ``localhost``; ``port`` 0 takes a free port (logged at start). ``token``: the bearer token every
+    write needs (and every read from another machine); without one the API is read-only, and a
+    listen address other than loopback is refused (the page and the overrides would be open to the
+    network)."""
+
+    enabled: bool = True
+    listen: str = HTTP_LISTEN
+    port: int = Field(default=HTTP_PORT, ge=0, le=65535)
+    token: str | None = Field(default=None, min_length=16, max_length=256, pattern=r"^[!-~]+$", validate_default=True)
+
+    @field_validator("listen")
+    @classmethod
+    def _address(cls, v: str) -> str:
+        try:
+            is_loopback(v)
+        except ValueError:
+            raise ValueError("expected an IP address (127.0.0.1, ::1, 0.0.0.0, 192.168.1.10 ...) or localhost") from None
+        return v
+
+    @field_validator("token")
+    @classmethod
+    def _token_off_loopback(cls, v: str | None, info: ValidationInfo) -> str | None:
+        listen = info.data.get("listen")
+        if v is None and listen is not None and not is_loopback(listen):
+            raise ValueError(f"required when daemon.http.listen ({listen}) is not a loopback address: anyone on the "
+                             "network could change the overrides; set a token of 16+ printable characters "
+                             "(e.g. `openssl rand -hex 24`), or listen on 127.0.0.1")
+        return v
+
+
 class DaemonSection(Strict):
-    """The gateway daemon: intervals and the store."""
+    """The gateway daemon: intervals, the store and its retention, the weather fetch."""
 
     dispatch_interval_s: float = Field(default=5.0, ge=0.5, le=300)
     heartbeat_interval_s: float = Field(default=10.0, ge=1, le=600)
     forecast_refresh_minutes: float = Field(default=30.0, ge=1, le=1440)
-    database: str = "ems.sqlite"
-    retention_days: int = Field(default=400, ge=1, le=3650)
+    database: str | None = Field(
+        default=None, description="SQLite file or SQLAlchemy URL; None: the site's file in the state directory, "
+                                  "filled in by SiteConfig (ems.paths.default_database)")
+    retention_days: int = Field(default=RETENTION_DAYS, ge=1, le=3650, description=(
+        "raw dispatch ticks (telemetry), plans, events and day-ahead forecasts are kept this long; the 30-minute "
+        "aggregates (demand windows, site energy), monthly peaks and the weather cache are kept for ever"))
     peak_guard_margin_kw: float = Field(default=0.5, ge=0, le=1000)
+    weather: WeatherSection = Field(default_factory=WeatherSection)
+    http: HttpSection = Field(default_factory=HttpSection)
 
 
 class SiteConfig(Strict):
@@ -431,7 +532,7 @@ class SiteConfig(Strict):
     vehicles: list[Vehicle] = Field(default_factory=list)
     outage: OutageSection = Field(default_factory=OutageSection)
     planner: PlannerSection = Field(default_factory=PlannerSection)
-    daemon: DaemonSection = Field(default_factory=DaemonSection)
+    daemon: DaemonSection = Field(default_factory=DaemonSection, validate_default=True)
     peaks_history_csv: str | None = Field(
         default=None, description="CSV month,peak_kw: the site's monthly peaks from past bills (the demand ratchet), "
                                   "so plans and the daemon know the contract from day one; relative to the site file")
@@ -450,6 +551,15 @@ class SiteConfig(Strict):
             raise ValueError(f"ids must be unique: {where}")
         return items
 
+    @field_validator("daemon")
+    @classmethod
+    def _database_in_state_dir(cls, daemon: DaemonSection, info: ValidationInfo) -> DaemonSection:
+        # no daemon.database given: the site's file in the state directory, never the working directory
+        site = info.data.get("site")
+        if daemon.database is None and site is not None:
+            return daemon.model_copy(update={"database": default_database(site.name)})
+        return daemon
+
     @field_validator("meter")
     @classmethod
     def _simulated_meter_needs_simulator(cls, meter: MeterSection | None, info: ValidationInfo) -> MeterSection | None:
@@ -457,7 +567,8 @@ class SiteConfig(Strict):
         if meter is not None and isinstance(meter.adapter, MeterSimulated) and \
                 not any(isinstance(c.adapter, SimulatorAdapter) for c in chargers):
             raise ValueError("adapter kind 'simulator' needs at least one charger with adapter kind 'simulator' "
-                             "(the simulated meter is served by the simulator); use modbus_tcp or modbus_rtu for a real meter")
+                             "(the simulated meter is served by the simulator); use modbus_tcp, modbus_rtu or echonet_lite "
+                             "for a real meter")
         return meter
 
     @property
@@ -508,11 +619,18 @@ def _check_peaks_history(data: dict[str, Any], base: Path, where: str, lines: Li
     if not path.is_file():
         return [Problem(where, line, "peaks_history_csv", given, f"no such file ({path}); give a path relative to this file")]
     try:
-        read_peaks_history_csv(path)
+        _read_peaks_history(path)
     except DataError as exc:
         return [Problem(where, line, "peaks_history_csv", given,
                         "the peaks history it names is invalid (its problems are listed below)"), *exc.problems]
     return []
+
+
+def _read_peaks_history(path: str | Path) -> dict[str, float]:
+    """:func:`ems.billing.read_peaks_history_csv`, imported only for a site with a peaks history (the
+    billing module needs pandas; loading a site, as ``ems check`` does, needs none)."""
+    from ems.billing import read_peaks_history_csv
+    return read_peaks_history_csv(path)
 
 
 def peaks_history(cfg: SiteConfig, override: str | None = None) -> tuple[dict[str, float], str] | None:
@@ -522,7 +640,7 @@ def peaks_history(cfg: SiteConfig, override: str | None = None) -> tuple[dict[st
     path = override or cfg.peaks_history_csv
     if not path:
         return None
-    return read_peaks_history_csv(path), str(path)
+    return _read_peaks_history(path), str(path)
 
 
 def _check_vehicle_refs(cfg_data: dict[str, Any], where: str, lines: LineMap) -> list[Problem]:
@@ -565,6 +683,8 @@ def meter_summary(cfg: SiteConfig) -> str:
     """Where the site's grid meter readings come from, in words."""
     if cfg.meter is not None and not isinstance(cfg.meter.adapter, MeterSimulated):
         m = cfg.meter.adapter
+        if isinstance(m, MeterEchonetLite):
+            return f"{m.kind} {m.host}:{m.port} {m.meter_class.replace('_', '-')} meter instance {m.instance}"
         where = f"{m.host}:{m.port}" if isinstance(m, MeterTcp) else m.serial_port
         return f"{m.kind} {where} unit {m.unit_id} ({m.profile})"
     if any(isinstance(c.adapter, SimulatorAdapter) for c in cfg.chargers):
@@ -591,7 +711,7 @@ def summary(cfg: SiteConfig) -> str:
         f"  planner: {cfg.planner.step_minutes} min steps, {cfg.planner.horizon_hours:g} h horizon",
     ]
     if cfg.peaks_history_csv:
-        hist = read_peaks_history_csv(cfg.peaks_history_csv)
+        hist = _read_peaks_history(cfg.peaks_history_csv)
         top = max(hist, key=lambda m: (hist[m], m))
         lines.append(f"  peaks history: {len(hist)} month(s) {min(hist)}..{max(hist)} from {cfg.peaks_history_csv}, "
                      f"highest {hist[top]:g} kW ({top})")

@@ -11,8 +11,8 @@ Each job is one method a scheduler (or a test on a :class:`~ems.clock.ManualCloc
   a re-plan at once through :attr:`Daemon.request_replan`), run :func:`ems.dispatch.dispatch` and
   write the setpoints, store telemetry;
 - :meth:`Daemon.heartbeat_once`: refresh each unit's reversion watchdog (real seconds);
-- :meth:`Daemon.refresh_forecast`, :meth:`Daemon.housekeeping` (retention),
-  :meth:`Daemon.reload_config`.
+- :meth:`Daemon.refresh_forecast`, :meth:`Daemon.refresh_weather` (the Open-Meteo fetch),
+  :meth:`Daemon.housekeeping` (retention and compaction, also at start), :meth:`Daemon.reload_config`.
 
 The work is done by four sections the daemon owns (ems/daemon/README.md): :class:`~ems.daemon.links.Links`
 (the devices), :class:`~ems.daemon.tracker.Tracker` (windows, vehicles, grid, the forecast miss),
@@ -37,18 +37,20 @@ from typing import Any
 
 import pandas as pd
 
-from adapters import ChargerAdapter, MeterAdapter
+from adapters.protocol import ChargerDevice, MeterDevice
 from ems.billing import check_history_up_to, site_contract_kw
 from ems.clock import Clock
 from ems.config import SiteConfig, load_site, peaks_history
 from ems.daemon.dispatcher import Dispatcher
 from ems.daemon.host import Stats
 from ems.daemon.links import Links, UnitLink
+from ems.daemon.overrides import Overrides
 from ems.daemon.plans import ActivePlan, PlanKeeper
 from ems.daemon.tracker import Tracker
+from ems.daemon.weather import WeatherFeed
 from ems.dispatch import Setpoint
 from ems.errors import EmsError
-from ems.store import Store
+from ems.store import Store, compact
 
 __all__ = ["ActivePlan", "Daemon", "Stats", "UnitLink"]
 
@@ -71,8 +73,8 @@ class Daemon:
     --peaks-history``) overrides the config's ``peaks_history_csv``.
     """
 
-    def __init__(self, cfg: SiteConfig, clock: Clock, store: Store, chargers: list[ChargerAdapter],
-                 meter: MeterAdapter | None = None, *, history: pd.DataFrame | None = None,
+    def __init__(self, cfg: SiteConfig, clock: Clock, store: Store, chargers: list[ChargerDevice],
+                 meter: MeterDevice | None = None, *, history: pd.DataFrame | None = None,
                  dispatch_interval_s: float | None = None, min_dispatch_s: float = 0.0,
                  real_clock: Callable[[], float] = time.monotonic, solver_process: bool = False,
                  peaks_history_csv: str | None = None):
@@ -92,8 +94,10 @@ class Daemon:
         self._stopped = False
         self.links = Links(self, chargers, meter, real_clock)
         self.tracker = Tracker(self)
-        self.plans = PlanKeeper(self, self.tracker, history, solver_process)
-        self.dispatcher = Dispatcher(self, self.links, self.tracker, self.plans)
+        self.overrides = Overrides(self, self.tracker, self.links)
+        self.plans = PlanKeeper(self, self.tracker, history, solver_process, self.overrides)
+        self.dispatcher = Dispatcher(self, self.links, self.tracker, self.plans, self.overrides)
+        self.weather = WeatherFeed(self, self.plans.forecasts.learning)
 
     # ----------------------------------------------------------------- what the sections own, read-only
     plan = _view("plans.plan", "The plan in force (:class:`~ems.daemon.plans.ActivePlan`), or None.")
@@ -126,6 +130,7 @@ class Daemon:
         now = self.clock.now()
         self.seed_peaks(now)
         self._resume(now)
+        self.housekeeping()   # retention at start too: a daemon restarted after weeks drops what is due at once
         self.event("start", f"daemon started for {self.cfg.site.name} (dispatch every {self.dispatch_interval_s:g} s)",
                    speed=self.clock.speed)
         if self.links.meter is None:
@@ -147,7 +152,7 @@ class Daemon:
         self._stopped = True
         async with self.plan_lock, self.io_lock:
             await self.links.close()
-            self.tracker.persist(self.clock.now())
+            self.tracker.persist(self.clock.now(), running=False)
             self.event("stop", "daemon stopped: setpoints 0 W, remote control released")
         self.plans.close()
         self.started = False
@@ -156,6 +161,7 @@ class Daemon:
         """Log and store an event."""
         level = {"info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}[severity]
         log.log(level, "%s: %s", kind, message)
+        self.stats.count_event(kind, data.get("device"))
         self.store.record_event(self.clock.now(), kind, message, severity, **data)
 
     def request_replan(self, reason: str) -> None:
@@ -201,10 +207,24 @@ class Daemon:
         async with self.io_lock:
             self.housekeeping()
 
-    def housekeeping(self) -> dict[str, int]:
-        """Retention: drop telemetry, plans and events older than ``daemon.retention_days`` (peaks kept)."""
-        removed = self.store.apply_retention(self.clock.now(), self.cfg.daemon.retention_days)
-        if any(removed.values()):
+    async def refresh_weather(self) -> bool:
+        """Weather job: fetch and cache a weather forecast (:class:`~ems.daemon.weather.WeatherFeed`)."""
+        return await self.weather.refresh()
+
+    def housekeeping(self) -> dict[str, Any]:
+        """Retention: drop telemetry, plans, events and day-ahead forecasts older than
+        ``daemon.retention_days`` (monthly peaks and the 30-minute aggregates are kept for ever), then
+        give the freed pages back to the file system (:func:`ems.store.compact`). Returns the rows
+        removed per table and the compaction's figures (``compaction``)."""
+        now, days = self.clock.now(), self.cfg.daemon.retention_days
+        removed: dict[str, Any] = dict(self.store.apply_retention(now, days))
+        done = compact(self.store, now, days)
+        removed["day_ahead"] = done.pop("day_ahead")
+        removed["compaction"] = done
+        if done["converted"]:
+            self.event("store-compacted", f"store converted to incremental vacuum (a one-time full VACUUM): "
+                       f"{(done['bytes_before'] or 0) / 2**20:.1f} MB -> {(done['bytes_after'] or 0) / 2**20:.1f} MB", **done)
+        if any(v for k, v in removed.items() if k != "compaction"):
             log.info("retention removed %s", removed)
         return removed
 
@@ -212,6 +232,7 @@ class Daemon:
     def _resume(self, now: pd.Timestamp) -> None:
         """This month's peak is read from the store at every plan; here: SOC, departures, window, last plan."""
         self.tracker.resume(now)
+        self.overrides.resume(now)
         self.plans.resume(now)
         month = self.tracker.month_of(now)
         peaks = self.store.month_peaks()
@@ -244,15 +265,19 @@ class Daemon:
                                    f"set by {setter}", file=path, contract_kw=kw, contract_month=by, **seeded)
         return seeded
 
-    def reload_config(self, path: str) -> bool:
+    def reload_config(self, path: str, loaded: SiteConfig | EmsError | None = None) -> bool:
         """Load ``path``; apply it at once if valid and compatible, else keep the running config. Returns True if applied.
 
         Devices and the database cannot change under a running daemon: such an edit is rejected
         (restart to apply it), like an invalid file. A valid config's peaks history is seeded again
         (:meth:`seed_peaks`: idempotent; a month after the current one rejects the reload).
+        ``loaded``: the file already read (or the error reading it gave), as the service does in a
+        worker thread so that a slow or hostile file never stalls the event loop.
         """
         try:
-            new = load_site(path)
+            if isinstance(loaded, EmsError):
+                raise loaded
+            new = loaded if loaded is not None else load_site(path)
             problems = self._incompatible(new)
             if not problems:
                 self.seed_peaks(self.clock.now(), new)
@@ -284,4 +309,7 @@ class Daemon:
             out.append(f"daemon.database changed ({self.cfg.daemon.database} -> {new.daemon.database})")
         if new.tariff.timezone != self.cfg.tariff.timezone:
             out.append("the tariff's time zone changed")
+        old_http, new_http = self.cfg.daemon.http, new.daemon.http
+        if (new_http.enabled, new_http.listen, new_http.port) != (old_http.enabled, old_http.listen, old_http.port):
+            out.append("daemon.http.enabled/listen/port changed (the token applies at once)")
         return out

@@ -2,6 +2,10 @@
 step for the horizon and a margin, built in the plan worker thread, and once a local day the net
 import forecast's error quantile (``planner.peak_quantile_pct``) that prices a plan's later demand
 windows. A failed forecast is an event and leaves the old one in place.
+
+The forecaster learns from the site's meter (:mod:`ems.daemon.learning`): it is rebuilt from the
+history seed and the metered windows, with the cached weather forecast, at the first forecast after a
+window closed or a forecast was fetched; each forecast's day-ahead value is kept for the live quality.
 """
 
 from __future__ import annotations
@@ -14,22 +18,26 @@ from typing import Any
 import pandas as pd
 
 from ems.daemon.host import Host
+from ems.daemon.learning import Learning
 from ems.errors import EmsError
 from ems.timegrid import WINDOW
 
 
 class Forecasts:
-    """The forecaster (built once, history cleaned), the forecast in hand and its origin, the error quantile.
+    """The forecaster (rebuilt as the meter adds windows), the forecast in hand and its origin, the error quantile.
 
     ``pool`` is the plan worker thread (the same one the solver uses, so a forecast and a solve never
-    run together); ``history`` the site's measured history for the forecaster (None: the config's).
+    run together); ``history`` the site's measured history that seeds the forecaster (None: the
+    config's ``load.history_csv``); ``learning`` what the meter adds (:class:`~ems.daemon.learning.Learning`).
     """
 
     def __init__(self, host: Host, history: pd.DataFrame | None, pool: Executor):
         self.host = host
         self.history = history
         self._pool = pool
+        self.learning = Learning(host)
         self._forecaster: Any = None
+        self._built = -1   # the learning version the forecaster was built at
         self.forecast: Any = None
         self.origin: pd.Timestamp | None = None
         self._error_q: tuple[Any, Any] | None = None   # (local day, NetErrorQuantile or None) for peak_quantile_pct
@@ -37,6 +45,7 @@ class Forecasts:
     def reset(self) -> None:
         """A reloaded config: the forecaster is built again and the next plan forecasts afresh."""
         self._forecaster, self.forecast, self.origin = None, None, None
+        self.learning.reset()
 
     def step_start(self, t: pd.Timestamp) -> pd.Timestamp:
         """Start of the planning step holding ``t`` (site-local wall clock)."""
@@ -51,23 +60,27 @@ class Forecasts:
         return cfg.planner.horizon_hours + math.ceil(extra / step_h) * step_h
 
     def _make(self, origin: pd.Timestamp):
-        """Build the forecaster once (history cleaned) and forecast from ``origin`` (worker thread)."""
-        from ems.forecast import SiteForecaster  # lazy: pvlib import is slow and unused without a plan
-        if self._forecaster is None:
-            self._forecaster = SiteForecaster(self.host.cfg, self.history)
+        """Forecast from ``origin`` (worker thread), the forecaster first rebuilt if the meter or the
+        weather brought something new; its day-ahead value is kept."""
+        version = self.learning.version
+        if self._forecaster is None or self._built != version:
+            self._forecaster = self.learning.forecaster(self.history, origin, self._forecaster)
+            self._built = version
         self._refresh_error_quantile(origin)
-        return self._forecaster.forecast(origin, self._hours())
+        fc = self._forecaster.forecast(origin, self._hours())
+        self.learning.note_forecast(origin, fc.load_kw, fc.pv_kw)
+        return fc
 
     def _refresh_error_quantile(self, origin: pd.Timestamp) -> None:
         """Once a local day, the net import forecast's error quantile from the weeks before
         (``planner.peak_quantile_pct``; :mod:`ems.forecast.uncertainty`), in the worker thread."""
         cfg = self.host.cfg
-        pct = cfg.planner.peak_quantile_pct
+        q = cfg.planner.peak_quantile
         day = origin.tz_convert(cfg.zone).date()
-        if pct is None or (self._error_q is not None and self._error_q[0] == day):
+        if q is None or (self._error_q is not None and self._error_q[0] == day):
             return
         from ems.forecast.uncertainty import net_error_quantile
-        self._error_q = (day, net_error_quantile(self._forecaster, origin, pct, cfg.planner.horizon_hours))
+        self._error_q = (day, net_error_quantile(self._forecaster, origin, q, cfg.planner.horizon_hours))
 
     def peak_uplift_kw(self, start: pd.Timestamp, index: pd.DatetimeIndex) -> pd.Series | None:
         """The load the plan allows for above the forecast in its later demand windows [kW] (None: off)."""

@@ -33,6 +33,16 @@ class Stats:
     skipped_jobs: int = 0
     charged_kwh: float = 0.0
     discharged_kwh: float = 0.0
+    events: dict[str, int] = field(default_factory=dict)           # events logged, by kind
+    device_faults: dict[str, int] = field(default_factory=dict)    # ``device-fault`` episodes, by device
+    last_tick: Any = None                                          # the daemon's time of the last tick (pd.Timestamp)
+    unit_seen: dict[str, Any] = field(default_factory=dict)        # unit id -> when it last answered (pd.Timestamp)
+
+    def count_event(self, kind: str, device: str | None = None) -> None:
+        """Count an event (and a device fault by its device) for the metrics (ems/web/metrics.py)."""
+        self.events[kind] = self.events.get(kind, 0) + 1
+        if kind == "device-fault" and device is not None:
+            self.device_faults[device] = self.device_faults.get(device, 0) + 1
 
 
 class Host(Protocol):

@@ -4,8 +4,13 @@ Connecting (paced: a failed start waits :data:`RECONNECT_S` real seconds), readi
 setpoints, the heartbeat that keeps each unit's reversion watchdog from firing, and the faults:
 a unit or the meter that stops answering is one ``device-fault`` event per episode and one
 ``device-recovered`` when it answers again; it never raises into a job. A failed unit's connection
-is dropped without a write (:meth:`ChargerAdapter.disconnect <adapters.ChargerAdapter.disconnect>`):
-its own watchdog takes it to 0 W, and the next start reads it first and arms the watchdog again.
+is dropped without a write (:meth:`ChargerDevice.disconnect <adapters.protocol.ChargerDevice.disconnect>`):
+a unit with a watchdog (Modbus/SunSpec) goes to 0 W by itself, one without (ECHONET Lite) keeps its
+last command; the next start reads it first (and arms the watchdog again), then puts it in standby.
+The units and the meter are reached only through :class:`~adapters.protocol.ChargerDevice` and
+:class:`~adapters.protocol.MeterDevice`, whatever their protocol.
+Every reading goes through the :class:`~ems.daemon.readings.ReadingGuard` (:attr:`Links.readings`):
+an implausible or unknown value is a ``reading-fault`` event and is never passed on as a number.
 """
 
 from __future__ import annotations
@@ -15,9 +20,11 @@ import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from adapters import AdapterError, CallerLimits, ChargerAdapter, ChargerState, MeterAdapter, MeterReading
+from adapters import AdapterError, CallerLimits, ChargerState, MeterReading
+from adapters.protocol import ChargerDevice, MeterDevice
 from ems.config import Charger
 from ems.daemon.host import Host
+from ems.daemon.readings import MeterQuality, ReadingGuard
 from ems.dispatch import Setpoint
 
 log = logging.getLogger(__name__)
@@ -31,7 +38,7 @@ class UnitLink:
     """One charger as the daemon sees it: config, adapter, last state, fault and plug history."""
 
     charger: Charger
-    adapter: ChargerAdapter
+    adapter: ChargerDevice
     state: ChargerState | None = None
     fault: str | None = None
     next_connect_real: float = 0.0
@@ -47,7 +54,7 @@ class Links:
     unit's last state, fault and setpoint, and the meter's last reading and fault.
     """
 
-    def __init__(self, host: Host, chargers: list[ChargerAdapter], meter: MeterAdapter | None,
+    def __init__(self, host: Host, chargers: list[ChargerDevice], meter: MeterDevice | None,
                  real_clock: Callable[[], float]):
         self.host = host
         self.units = [UnitLink(c, a) for c, a in zip(host.cfg.chargers, chargers, strict=True)]
@@ -55,6 +62,7 @@ class Links:
         self.real_clock = real_clock
         self.meter_fault: str | None = None
         self.last_reading: MeterReading | None = None
+        self.readings = ReadingGuard(host)
         self._meter_started = False
         self._meter_next_connect = 0.0
 
@@ -75,16 +83,22 @@ class Links:
                 self._meter_failed(exc)
 
     async def _connect(self, u: UnitLink) -> bool:
-        """Start one unit's adapter (reads before writing, arms its watchdog); paced by RECONNECT_S."""
+        """Start one unit's adapter (reads before writing, arms its watchdog); paced by RECONNECT_S.
+        A unit coming back after a fault is put in standby first (a unit without a watchdog, e.g. over
+        ECHONET Lite, still holds the command it had when the link was lost)."""
         if u.adapter.started:
             return True
         if self.real_clock() < u.next_connect_real:
             return False
         try:
             await u.adapter.start()
+            if u.fault is not None:
+                await u.adapter.standby()
         except AdapterError as exc:
             u.next_connect_real = self.real_clock() + RECONNECT_S
             self._unit_failed(u, exc)
+            if u.adapter.started:   # started, but the standby failed: start afresh next time
+                await u.adapter.disconnect()
             return False
         if u.fault is not None:
             self.host.event("device-recovered", f"{u.charger.id}: connected again after: {u.fault}", device=u.charger.id)
@@ -107,12 +121,13 @@ class Links:
 
     # ----------------------------------------------------------------- faults
     def _unit_failed(self, u: UnitLink, exc: Exception) -> None:
-        """Record a unit fault once per episode (the unit's own watchdog takes it to 0 W)."""
+        """Record a unit fault once per episode (a unit with a watchdog goes to 0 W by itself)."""
         u.state = None
         if u.fault is None:
             u.fault = str(exc)
-            self.host.event("device-fault", f"{u.charger.id}: {exc}; retrying, the unit reverts to 0 W by its own watchdog",
-                            "error", device=u.charger.id)
+            fallback = "the unit reverts to 0 W by its own watchdog" if u.adapter.capabilities.reversion_watchdog else \
+                "the unit has no watchdog and keeps its last command until it answers again (then standby)"
+            self.host.event("device-fault", f"{u.charger.id}: {exc}; retrying, {fallback}", "error", device=u.charger.id)
 
     def _meter_failed(self, exc: Exception) -> None:
         self.last_reading = None
@@ -132,10 +147,20 @@ class Links:
         await u.adapter.disconnect()
 
     # ----------------------------------------------------------------- reading
+    @property
+    def meter_quality(self) -> MeterQuality:
+        """What the last meter reading is worth (GOOD, HELD, DROPPED, LOST or ABSENT)."""
+        return self.readings.meter_quality
+
     async def read_all(self) -> MeterReading | None:
-        """Read the meter, then every unit (each unit's ``state``: None if unreachable); the meter's reading or None."""
+        """Read the meter, then every unit (each unit's ``state``: None if unreachable), each checked by
+        :attr:`readings`; the meter's reading the daemon may use, or None."""
         reading = await self._read_meter()
         await self._each(self._read_unit(u) for u in self.units)
+        now = self.host.clock.now()
+        reading = self.readings.meter(now, reading, self.meter is not None)
+        for u in self.units:
+            u.state = self.readings.unit(now, u.charger.id, u.state)
         self.last_reading = reading
         return reading
 

@@ -55,6 +55,7 @@ class Outcome:
     wear_kwh: float = 0.0                         # battery-side energy discharged [kWh]
     driver_wear_cost: float = 0.0                 # the part of wear_cost on driver-owned cars
     v2h: V2hValue | None = None                   # energy arbitrage through the cars (tariffs without a demand charge)
+    flagged_windows: int = 0                      # full windows with bad meter data: billed for energy, not for the peak
 
     @property
     def energy_saving(self) -> float:
@@ -216,7 +217,8 @@ def outcome(cfg: SiteConfig, telemetry: pd.DataFrame, windows: list[WindowRecord
 
     The EMS side is the metered windows (energy counter); the comparison is the per-window mean
     of the rebuilt import samples (the replayed load and PV are constant within a window, so a
-    window's ticks sample it fully even when some ticks were skipped).
+    window's ticks sample it fully even when some ticks were skipped). A window flagged for bad
+    meter data counts for energy but not for the peak, as in the store's month peaks.
     """
     t = telemetry.fillna({"charge_kw": 0.0, "discharge_kw": 0.0})
     ticks = t.groupby("ts").agg(site=("site_import_kw", "first"), ch=("charge_kw", "sum"), dis=("discharge_kw", "sum"))
@@ -235,7 +237,7 @@ def outcome(cfg: SiteConfig, telemetry: pd.DataFrame, windows: list[WindowRecord
     building = building_imp.groupby(keys).mean().reindex(starts)
     owed_kwh = cars.owed_kwh
     return Outcome(
-        peak_kw=max((w.average_kw for w in full), default=0.0),
+        peak_kw=max((w.average_kw for w in full if not w.flags), default=0.0),
         baseline_peak_kw=float(base.max()) if len(base) else 0.0,
         planned_peak_kw=max((w.planned_peak_kw for w in full if not math.isnan(w.planned_peak_kw)), default=math.nan),
         contract_before_kw=contract_before_kw,
@@ -249,7 +251,7 @@ def outcome(cfg: SiteConfig, telemetry: pd.DataFrame, windows: list[WindowRecord
         building_energy_cost=float((building.fillna(0.0) * WINDOW_H * price).sum()),
         settlement=cars.settlement, settlement_kwh=cars.settlement_kwh, settlement_prices=cars.prices,
         wear_cost=cars.wear_cost, wear_kwh=cars.wear_kwh, driver_wear_cost=cars.driver_wear_cost,
-        v2h=v2h_value(cfg, price))
+        v2h=v2h_value(cfg, price), flagged_windows=sum(1 for w in full if w.flags))
 
 
 def _more_less(x: float, more: str = "more", less: str = "less") -> str:
@@ -306,6 +308,8 @@ def detail_lines(o: Outcome, currency: str) -> list[str]:
     if o.demand_rate > 0:
         lines.append(f"  contract kW before the run {o.contract_before_kw:.2f} kW (ratchet history in the store), "
                      f"after {o.contract_kw:.2f} kW")
+    if o.flagged_windows:
+        lines.append(f"  {o.flagged_windows} window(s) with bad meter data: billed for energy, left out of the peak")
     for v, (soc, target) in o.departures.items():
         lines.append(f"  {v}: left with {soc:.1f} % (target {target:.1f} %)")
     lines.append(f"  energy shifted: {o.discharged_kwh:.1f} kWh from the cars into the building, "

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
+import dataclasses
 import logging
-import multiprocessing
 import os
 import signal
 import sys
@@ -31,10 +31,12 @@ import pandas as pd
 from ems.config import SiteConfig
 from ems.daemon.forecasts import Forecasts
 from ems.daemon.host import Host
+from ems.daemon.overrides import Overrides, PlanOverrides
 from ems.daemon.tracker import Tracker
 from ems.plan_summary import PlanSummary
-from ems.planning import PlanResult, Planner, SiteState
+from ems.planning import OperatorLimits, PlanResult, Planner, SiteState
 from ems.timegrid import WINDOW
+from ems.workers import quiet_spawn_context
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +59,7 @@ class ActivePlan:
     unusable: str | None = None          # why dispatch must use the safe rule instead (None: follow it)
     plan_id: int | None = None
     reserve_kwh: np.ndarray | None = None  # outage reserve per step [kWh] the plan holds (None: none)
+    overrides: tuple[str, ...] = ()        # the operator overrides it was made with (ems.daemon.overrides)
 
     def step_of(self, t: pd.Timestamp) -> int:
         """Index of the schedule step holding ``t`` (0 just before the start)."""
@@ -83,9 +86,11 @@ class ActivePlan:
 class PlanKeeper:
     """The planner, the forecasts, the plan worker thread (and solver process), the plan in force."""
 
-    def __init__(self, host: Host, tracker: Tracker, history: pd.DataFrame | None, solver_process: bool):
+    def __init__(self, host: Host, tracker: Tracker, history: pd.DataFrame | None, solver_process: bool,
+                 overrides: Overrides):
         self.host = host
         self.tracker = tracker
+        self.overrides = overrides
         self.planner = Planner(host.cfg)
         self.plan: ActivePlan | None = None
         self.solver_process = solver_process
@@ -110,7 +115,8 @@ class PlanKeeper:
             result = PlanResult(last["schedule"].tz_convert(self.host.cfg.zone), PlanSummary.from_dict(last["summary"]))
             reserve = last["inputs"].get("reserve_kwh")
             plan = ActivePlan(result, created, pd.Timestamp(last["start"]), last["inputs"].get("mode", "normal"),
-                              plan_id=last["id"], reserve_kwh=None if reserve is None else np.asarray(reserve, dtype=float))
+                              plan_id=last["id"], reserve_kwh=None if reserve is None else np.asarray(reserve, dtype=float),
+                              overrides=tuple(last["inputs"].get("overrides") or ()))
             plan.unusable = self.unusable(plan, now)
             if plan.unusable is None:
                 self.plan = plan
@@ -170,10 +176,16 @@ class PlanKeeper:
         if mode == "outage":
             outage = (start, start + pd.Timedelta(hours=host.cfg.planner.horizon_hours))
         load = self._nowcast(fc.forecast.load_kw, now)
+        ops = self.overrides.for_plan(now, start, start + pd.Timedelta(hours=host.cfg.planner.horizon_hours),
+                                      self.planner.is_holiday)
+        limits = ops.limits if mode == "normal" else None   # in an outage the cars power the critical circuits
+        solve_state = state if ops.peak_floor_kw is None or mode != "normal" else \
+            dataclasses.replace(state, month_peak_kw=max(state.month_peak_kw, ops.peak_floor_kw))
         t0 = time.perf_counter()
         try:
             uplift = fc.peak_uplift_kw(start, load.index) if mode == "normal" else None
-            result = await loop.run_in_executor(*self._solve_call(), start, fc.forecast.pv_kw, load, state, outage, uplift)
+            result = await loop.run_in_executor(*self._solve_call(), start, fc.forecast.pv_kw, load, solve_state, outage,
+                                                uplift, ops.stays, limits)
         except Exception as exc:  # noqa: BLE001 - any solver/model failure: the safe rule, never a crash
             log.exception("planning failed")
             host.event("plan-failed", f"planning failed: {type(exc).__name__}: {exc}; using the safe rule", "error")
@@ -185,9 +197,10 @@ class PlanKeeper:
         result.outcome.messages[:0] = notes
         problem = result.problem
         plan = ActivePlan(result, now, start, mode,
-                          reserve_kwh=None if problem is None or problem.reserve_kwh is None else problem.reserve_kwh)
+                          reserve_kwh=None if problem is None or problem.reserve_kwh is None else problem.reserve_kwh,
+                          overrides=ops.ids)
         plan.plan_id = host.store.record_plan(now, start, result.summary, result.schedule, self._inputs(
-            reason, mode, state, outage, plan.reserve_kwh))
+            reason, mode, state, outage, plan.reserve_kwh, ops))
         plan.unusable = self._judge(plan)
         self.plan = plan
         if mode == "outage":
@@ -204,7 +217,7 @@ class PlanKeeper:
         if not self.solver_process:
             return self._pool, self._solve
         if self._solver is None:
-            self._solver = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"),
+            self._solver = ProcessPoolExecutor(1, mp_context=quiet_spawn_context(),   # Ctrl-C is the daemon's
                                                initializer=_solver_init, initargs=(self.host.cfg, os.getpid()))
         return self._solver, _solver_plan
 
@@ -214,12 +227,13 @@ class PlanKeeper:
             self._solver.shutdown(wait=True)
             self._solver = None
 
-    def _solve(self, start, pv, load, state, outage, uplift=None) -> PlanResult:
+    def _solve(self, start, pv, load, state, outage, uplift=None, stays=None, limits=None) -> PlanResult:
         """Run in the worker thread: the planner."""
-        return self.planner.plan(start, pv, load, state, outage=outage, peak_uplift_kw=uplift)
+        return self.planner.plan(start, pv, load, state, outage=outage, peak_uplift_kw=uplift, stays=stays, limits=limits)
 
-    def _inputs(self, reason: str, mode: str, state: SiteState, outage, reserve: np.ndarray | None) -> dict[str, Any]:
-        """The inputs summary stored with a plan."""
+    def _inputs(self, reason: str, mode: str, state: SiteState, outage, reserve: np.ndarray | None,
+                ops: PlanOverrides) -> dict[str, Any]:
+        """The inputs summary stored with a plan (``overrides``: the ids of the operator overrides in force)."""
         meta = getattr(self.forecasts.forecast, "meta", {}) or {}
         return {"reason": reason, "mode": mode, "soc_kwh": state.soc_kwh, "month_peak_kw": state.month_peak_kw,
                 "peak_history_kw": state.peak_history_kw, "window_import_kwh": state.window_import_kwh,
@@ -227,7 +241,8 @@ class PlanKeeper:
                 "forecast": {k: meta.get(k) for k in ("pv_source", "pv_clearness", "pv_ratio", "level_offset_kw",
                                                       "history_end")},
                 "outage": None if outage is None else [str(outage[0]), str(outage[1])],
-                "reserve_kwh": None if reserve is None else [round(float(x), 4) for x in reserve]}
+                "reserve_kwh": None if reserve is None else [round(float(x), 4) for x in reserve],
+                "overrides": list(ops.ids)}
 
     # ----------------------------------------------------------------- judging a plan
     def _judge(self, plan: ActivePlan) -> str | None:
@@ -312,7 +327,7 @@ def _follow_parent(parent_pid: int) -> None:
         os._exit(0)
 
 
-def _solver_plan(start, pv, load, state, outage, uplift=None) -> PlanResult:
+def _solver_plan(start, pv, load, state, outage, uplift=None, stays=None, limits: OperatorLimits | None = None) -> PlanResult:
     """One plan in the solver process."""
     assert _SOLVER is not None
-    return _SOLVER.plan(start, pv, load, state, outage=outage, peak_uplift_kw=uplift)
+    return _SOLVER.plan(start, pv, load, state, outage=outage, peak_uplift_kw=uplift, stays=stays, limits=limits)

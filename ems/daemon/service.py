@@ -12,8 +12,13 @@ job            when                                              what
 ``dispatch``   every dispatch interval (simulated seconds)        :meth:`Daemon.dispatch_once`
 ``heartbeat``  every ``heartbeat_interval_s`` real seconds        :meth:`Daemon.heartbeat_once`
 ``forecast``   every ``forecast_refresh_minutes`` (simulated)     :meth:`Daemon.refresh_forecast`
-``retention``  daily at local midnight (simulated)                :meth:`Daemon.housekeeping`
-``config``     every 2 real seconds                               reload if the file changed
+``retention``  daily at local midnight (simulated), and at start  :meth:`Daemon.housekeeping` (purge,
+                                                                 then incremental vacuum)
+``weather``    every ``daemon.weather.every_hours`` real hours,   :meth:`Daemon.refresh_weather`
+               the first at start; wall clock and                 (Open-Meteo into the store's
+               ``daemon.weather.fetch`` only                      cache)
+``config``     every 2 real seconds                               reload if the file changed (read
+                                                                 in a worker thread, at most 10 s)
 ============== ================================================= ===============================
 
 The heartbeat counts real seconds because the units' reversion watchdogs do (they watch the
@@ -34,7 +39,7 @@ import signal
 import sys
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_MAX_INSTANCES, EVENT_JOB_MISSED, JobExecutionEvent
@@ -42,14 +47,20 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.base import BaseTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
-from adapters import ChargerAdapter, MeterAdapter
+from adapters import ChargerParams
+from adapters.factory import charger_device, meter_device
+from adapters.protocol import ChargerDevice, MeterDevice
 from adapters.sim import SimulatorThread
 from ems.clock import Clock, ManualClock, SimClock, WallClock
-from ems.config import SimulatorAdapter, SiteConfig
+from ems.config import SimulatorAdapter, SiteConfig, load_site
 from ems.daemon.core import Daemon
-from ems.devices import charger_params, meter_params, sim_address, sim_site
-from ems.errors import ConfigError, Problem
+from ems.devices import charger_params, check_profiles, meter_params, sim_address, sim_site
+from ems.errors import ConfigError, EmsError, Problem
+from ems.sdnotify import notify
 from ems.store import Store
+
+if TYPE_CHECKING:
+    from ems.web import HttpServer
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +76,9 @@ SWITCH_INTERVAL_S = 0.0005
 FIRE_SLACK_REAL_S = 0.01
 #: How often the config file's modification time is checked [real s].
 CONFIG_POLL_S = 2.0
+#: Longest a config reload may take to read and validate its files [real s] (in a worker thread; the
+#: bounded YAML reader of adapters.yamlsafe keeps a hostile file far below this).
+RELOAD_TIMEOUT_S = 10.0
 
 
 class SimTimeTrigger(BaseTrigger):
@@ -130,6 +144,7 @@ class Service:
         self.peaks_history_csv = peaks_history_csv
         self.clock = clock or WallClock()
         self.config_path = config_path or cfg.source or None
+        check_profiles(cfg)   # register maps and device addresses, before anything starts or is written
         simulated = [c for c in cfg.chargers if isinstance(c.adapter, SimulatorAdapter)]
         if self.clock.speed != 1.0 and len(simulated) != len(cfg.chargers):
             raise ConfigError(Problem(cfg.source or "<config>", None, "chargers[].adapter.kind", "modbus",
@@ -151,19 +166,21 @@ class Service:
         self.store: Store | None = None
         self.daemon: Daemon | None = None
         self.scheduler: AsyncIOScheduler | None = None
+        self.http: HttpServer | None = None   # the page, API and metrics while serve() runs (daemon.http)
         self._stop: asyncio.Event | None = None
+        self._reload_task: asyncio.Future | None = None
         self._mtime = self._config_mtime()
 
-    def _adapters(self, port: int | None) -> tuple[list[ChargerAdapter], MeterAdapter | None]:
-        """Charger adapters (write pacing scaled to the clock's speed) and the meter adapter."""
+    def _adapters(self, port: int | None) -> tuple[list[ChargerDevice], MeterDevice | None]:
+        """Charger adapters, Modbus or ECHONET Lite (write pacing scaled to the clock's speed), and the meter adapter."""
         out = []
         for p in charger_params(self.cfg, sim_port=port):
             changes: dict[str, Any] = {"min_write_interval_s": p.min_write_interval_s / self.clock.speed}
-            if self.reversion_timeout_s is not None:
+            if self.reversion_timeout_s is not None and isinstance(p, ChargerParams):
                 changes["reversion_timeout_s"] = self.reversion_timeout_s
-            out.append(ChargerAdapter(dataclasses.replace(p, **changes), clock=self.real))
+            out.append(charger_device(dataclasses.replace(p, **changes), clock=self.real))
         mp = meter_params(self.cfg, sim_port=port)
-        return out, (MeterAdapter(mp) if mp is not None else None)
+        return out, (meter_device(mp) if mp is not None else None)
 
     async def __aenter__(self) -> Service:
         self._switch = sys.getswitchinterval()
@@ -172,7 +189,7 @@ class Service:
         if self.sim is not None:
             port = await asyncio.to_thread(self.sim.start)
         try:
-            self.store = Store(self.database)
+            self.store = Store(self.database, exclusive=True)   # one daemon per database (its pid in F.lock)
             chargers, meter = self._adapters(port)
             self.daemon = Daemon(self.cfg, self.clock, self.store, chargers, meter,
                                  dispatch_interval_s=self.dispatch_interval_s, min_dispatch_s=min_dispatch_s(self.clock),
@@ -193,6 +210,7 @@ class Service:
     async def _close(self) -> None:
         """Daemon stopped (0 W, control released), store closed, simulator stopped."""
         try:
+            await self.stop_http()
             if self.daemon is not None:
                 await self.daemon.stop()
         finally:
@@ -226,6 +244,10 @@ class Service:
         sched.add_job(d.refresh_forecast, SimTimeTrigger(self.clock, self.cfg.daemon.forecast_refresh_minutes * 60, zone),
                       id="forecast")
         sched.add_job(d.housekeeping_job, SimTimeTrigger(self.clock, 86400, zone), id="retention")
+        weather = self.cfg.daemon.weather
+        if weather.fetch and isinstance(self.clock, WallClock):   # a forecast is for the real now, never a simulated one
+            sched.add_job(d.refresh_weather, IntervalTrigger(hours=weather.every_hours), id="weather",
+                          next_run_time=dt.datetime.now(dt.timezone.utc))
         if self.config_path:
             sched.add_job(self._watch_config, IntervalTrigger(seconds=CONFIG_POLL_S), id="config")
 
@@ -234,7 +256,7 @@ class Service:
                 sched.modify_job("plan", next_run_time=dt.datetime.now(dt.timezone.utc))
 
         def on_event(ev: JobExecutionEvent) -> None:
-            if ev.code == EVENT_JOB_ERROR:
+            if ev.code == EVENT_JOB_ERROR and not isinstance(ev.exception, asyncio.CancelledError):   # cancelled: the stop
                 d.event("job-error", f"job {ev.job_id} failed: {ev.exception!r}; the daemon keeps running", "error")
             else:
                 d.stats.skipped_jobs += 1
@@ -256,19 +278,38 @@ class Service:
         m = self._config_mtime()
         if m is not None and m != self._mtime:
             self._mtime = m
-            self.reload()
+            await self.reload_in_worker()
 
-    def reload(self) -> bool:
-        """Reload the config file (SIGHUP, file change); the daemon keeps the old one if it is invalid."""
+    async def reload_in_worker(self) -> bool:
+        """:meth:`reload`, with the files read and validated in a worker thread (at most
+        RELOAD_TIMEOUT_S): dispatch ticks go on meanwhile, whatever the file holds."""
+        assert self.config_path
+        path = self.config_path
+        try:
+            loaded: SiteConfig | EmsError = await asyncio.wait_for(asyncio.to_thread(load_site, path), RELOAD_TIMEOUT_S)
+        except EmsError as exc:
+            loaded = exc
+        except asyncio.TimeoutError:
+            loaded = ConfigError(Problem(path, None, "", None, f"reading it took more than {RELOAD_TIMEOUT_S:g} s",
+                                         has_value=False))
+        return self.reload(loaded)
+
+    def reload(self, loaded: SiteConfig | EmsError | None = None) -> bool:
+        """Reload the config file (SIGHUP, file change); the daemon keeps the old one if it is invalid.
+        ``loaded``: the file as :meth:`reload_in_worker` read it (default: read it here)."""
         assert self.daemon is not None and self.config_path
         before = self.daemon.dispatch_interval_s
-        ok = self.daemon.reload_config(self.config_path)
+        ok = self.daemon.reload_config(self.config_path, loaded)
         if ok:
             self.cfg = self.daemon.cfg
             if self.daemon.dispatch_interval_s != before and self.scheduler is not None and self.scheduler.running:
                 self.scheduler.reschedule_job("dispatch", trigger=SimTimeTrigger(
                     self.clock, self.daemon.dispatch_interval_s, self.cfg.tariff.timezone))
         return ok
+
+    def _reload_soon(self) -> None:
+        """SIGHUP: reload in a worker (a task of the loop; the handler itself returns at once)."""
+        self._reload_task = asyncio.ensure_future(self.reload_in_worker())
 
     def stop(self) -> None:
         """Ask :meth:`serve` to return (signal handlers call this)."""
@@ -282,13 +323,17 @@ class Service:
         self._mtime = self._config_mtime()
         handled = []
         if signals:
-            for sig, fn in ((signal.SIGINT, self.stop), (signal.SIGTERM, self.stop), (signal.SIGHUP, self.reload)):
+            for sig, fn in ((signal.SIGINT, self.stop), (signal.SIGTERM, self.stop), (signal.SIGHUP, self._reload_soon)):
                 loop.add_signal_handler(sig, fn)
                 handled.append(sig)
         self.scheduler = sched = self._schedule()
         sched.start()
+        if self.cfg.daemon.http.enabled:
+            await self.start_http()
+        notify("READY=1")   # systemd (Type=notify): started; then a watchdog ping per turn of this loop
         try:
             while not self._stop.is_set():
+                notify("WATCHDOG=1")
                 wait = 1.0
                 if until is not None:
                     left = (until - self.clock.now()).total_seconds() / self.clock.speed
@@ -300,9 +345,24 @@ class Service:
                 except asyncio.TimeoutError:
                     pass
         finally:
+            notify("STOPPING=1")
             for sig in handled:
                 loop.remove_signal_handler(sig)
+            await self.stop_http()   # no override is taken while the daemon stops
             await self._shutdown(sched)
+
+    async def start_http(self) -> bool:
+        """Serve the page, the API and the metrics on this loop (:class:`ems.web.HttpServer`; ``serve``
+        does it when ``daemon.http.enabled``); False when its address cannot be used (an event; the daemon runs on)."""
+        from ems.web import HttpServer   # Starlette and uvicorn: loaded only by a daemon that serves
+        assert self.daemon is not None
+        self.http = HttpServer(self.daemon)
+        return await self.http.start()
+
+    async def stop_http(self) -> None:
+        """Stop serving (open requests get a few seconds). Safe to call more than once."""
+        if self.http is not None:
+            await self.http.stop()
 
     async def _shutdown(self, sched: AsyncIOScheduler) -> None:
         """Stop the scheduler between jobs: a running plan or tick finishes first (never cut mid-write);
@@ -311,6 +371,8 @@ class Service:
         assert d is not None
         d.on_replan = None
         sched.pause()
+        if self._reload_task is not None:   # a SIGHUP reload still reading its files
+            await asyncio.wait([self._reload_task], timeout=RELOAD_TIMEOUT_S)
         async with d.plan_lock, d.io_lock:
             sched.shutdown(wait=False)
         me = asyncio.current_task()
@@ -322,9 +384,10 @@ class Service:
 
 
 async def run_site(cfg: SiteConfig, *, clock: Clock, until: pd.Timestamp | None = None, signals: bool = False,
-                   **service_kw: Any) -> Daemon:
-    """Run a site's daemon until ``until`` or a signal; returns the (stopped) daemon for its statistics."""
-    async with Service(cfg, clock=clock, **service_kw) as svc:
+                   service: Service | None = None, **service_kw: Any) -> Daemon:
+    """Run a site's daemon until ``until`` or a signal; returns the (stopped) daemon for its statistics.
+    ``service``: one built already (``ems run`` builds it first: its checks come before the database is touched)."""
+    async with service or Service(cfg, clock=clock, **service_kw) as svc:
         await svc.serve(until, signals=signals)
         assert svc.daemon is not None
         return svc.daemon

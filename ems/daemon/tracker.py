@@ -1,7 +1,9 @@
 """Tracking: what the daemon has seen of the site (:class:`Tracker`).
 
 After every read of the devices (:meth:`Tracker.observe`): the fixed :00/:30 demand window is
-accounted and each closed window may raise its month's metered peak in the store; the plugged
+accounted and each closed window is stored and may raise its month's metered peak, unless its data
+is flagged (:class:`~ems.daemon.metering.WindowFlag`: a meter reading not believed or missing, a
+counter that disagrees with the samples), which never becomes a peak; the plugged
 vehicles' SOC and their current stay's departure are noted, and a plug-in or unplug, the loss or
 return of the grid and a new billing month each ask for a re-plan. Each dispatch tick also smooths
 the forecast miss of the site base (:meth:`Tracker.check_miss`); a large one asks for a re-plan too.
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 from collections import deque
 from typing import Any
 
@@ -24,7 +27,8 @@ from adapters.convention import soc_kwh
 from ems.config import SiteConfig, Vehicle
 from ems.daemon.host import Host
 from ems.daemon.links import UnitLink
-from ems.daemon.metering import WindowAccount, WindowRecord
+from ems.daemon.metering import WindowAccount, WindowFlag, WindowRecord
+from ems.daemon.readings import MeterQuality
 from ems.devices import vehicle_homes
 from ems.planning import holiday_calendar
 from ems.timegrid import month_of, window_start
@@ -41,6 +45,15 @@ MISS_SHARE = 0.15
 #: Stays are expanded this far either side of now and re-expanded when now comes within it of an end.
 #: A stay lasts at most a week (a window may run to the same weekday next week): 8 days cover it.
 STAY_MARGIN = pd.Timedelta(days=8)
+#: The restart state's key of the heartbeat written with it at every tick: ``clock`` (the tick's time on
+#: the daemon's clock, simulated with --speed), ``at`` (the wall clock, UTC, at that time: ms before the
+#: write), ``speed``, ``interval_s`` (the dispatch interval, simulated s), ``running`` (False once the
+#: daemon stopped cleanly) and ``pid``. ``ems status`` reads it (ems/commands/status.py).
+HEARTBEAT = "heartbeat"
+#: What a tick's meter reading means for its demand window.
+QUALITY_FLAGS = {MeterQuality.GOOD: WindowFlag.NONE, MeterQuality.ABSENT: WindowFlag.NONE,
+                 MeterQuality.HELD: WindowFlag.SAMPLES_IMPLAUSIBLE, MeterQuality.DROPPED: WindowFlag.SAMPLES_IMPLAUSIBLE,
+                 MeterQuality.LOST: WindowFlag.SAMPLES_MISSING}
 
 
 class Tracker:
@@ -79,27 +92,37 @@ class Tracker:
         w = store.get_state("window")
         if w and pd.Timestamp(w["start"]) == window_start(now, cfg.tariff.timezone):
             self.window.resume(pd.Timestamp(w["start"]), w["import_kwh"], w["observed_h"], pd.Timestamp(w["t"]),
-                               w.get("counter_kwh"))
+                               w.get("counter_kwh"), WindowFlag.from_names(w.get("flags", [])))
         self._month = self.month_of(now)
 
-    def persist(self, now: pd.Timestamp) -> None:
-        """Save what a restart needs (SOC, departures, the open window, the simulated time)."""
+    def persist(self, now: pd.Timestamp, running: bool = True) -> None:
+        """Save what a restart needs (SOC, departures, the open window, the simulated time), and the
+        heartbeat ``ems status`` reads (:data:`HEARTBEAT`; ``running`` False: the daemon is stopping)."""
         cur = self.window.current
-        state: dict[str, Any] = {"soc_kwh": self.soc_kwh, "departures": self.departures, "now": now.isoformat()}
+        host = self.host
+        at = pd.Timestamp.now(tz="UTC") - (host.clock.now() - now) / host.clock.speed   # the wall clock at ``now``
+        state: dict[str, Any] = {"soc_kwh": self.soc_kwh, "departures": self.departures, "now": now.isoformat(),
+                                 HEARTBEAT: {"at": at.isoformat(), "clock": now.isoformat(),
+                                             "speed": host.clock.speed, "interval_s": host.dispatch_interval_s,
+                                             "running": running, "pid": os.getpid()}}
         if cur is not None and self.window.last_t is not None:
             state["window"] = {"start": cur.start.isoformat(), "import_kwh": cur.import_kwh, "observed_h": cur.observed_h,
-                               "t": self.window.last_t.isoformat(), "counter_kwh": self.window.last_counter}
+                               "t": self.window.last_t.isoformat(), "counter_kwh": self.window.last_counter,
+                               "flags": cur.flags.names}
         self.host.store.set_states(state)
 
     # ----------------------------------------------------------------- observation
-    def observe(self, now: pd.Timestamp, reading: MeterReading | None, units: list[UnitLink], account: bool = True) -> None:
-        """After a read: account the window; react to plug, grid and month changes."""
+    def observe(self, now: pd.Timestamp, reading: MeterReading | None, units: list[UnitLink], account: bool = True,
+                meter: MeterQuality = MeterQuality.GOOD) -> None:
+        """After a read: account the window (``meter``: what the reading is worth, from the links'
+        reading guard; anything but GOOD or ABSENT flags the window); react to plug, grid and month changes."""
+        flags = QUALITY_FLAGS[meter]
         if account:
             imp = reading.import_kw if reading is not None else 0.0
-            for rec in self.window.update(now, imp, reading.import_kwh if reading is not None else None):
+            for rec in self.window.update(now, imp, reading.import_kwh if reading is not None else None, flags):
                 self._close_window(rec, now)
         elif reading is not None and self.window.current is None:
-            self.window.update(now, reading.import_kw, reading.import_kwh)
+            self.window.update(now, reading.import_kw, reading.import_kwh, flags)
         self._track_vehicles(now, units)
         self._track_grid(now, reading, units)
         month = self.month_of(now)
@@ -110,11 +133,23 @@ class Tracker:
         self._month = month
 
     def _close_window(self, rec: WindowRecord, now: pd.Timestamp) -> None:
-        """A demand window ended: keep it, and raise the month's metered peak if it beat it."""
+        """A demand window ended: keep and store it, and raise the month's metered peak if it beat it,
+        unless its data is flagged (then a ``window-flagged`` event if it would have raised the peak)."""
         self.windows.append(rec)
+        month = self.month_of(rec.start)
+        self.host.store.record_window(month, rec.start, rec.import_kwh, rec.counter_kwh, rec.samples_kwh,
+                                      rec.flags.names, now)
         if rec.grid_down and rec.import_kwh <= 0:
             return
-        month = self.month_of(rec.start)
+        if rec.flags:
+            peak = self.host.store.month_peaks().get(month, 0.0)
+            if rec.average_kw > peak:
+                self.host.event("window-flagged", f"window from {rec.start.tz_convert(self.host.cfg.zone):%H:%M}: "
+                                f"{rec.average_kw:.2f} kW not counted toward month {month}'s peak ({peak:.2f} kW): "
+                                f"bad meter data ({', '.join(rec.flags.names)})", "warning",
+                                window_start=rec.start.isoformat(), average_kw=rec.average_kw, flags=rec.flags.names,
+                                counter_kwh=rec.counter_kwh, samples_kwh=rec.samples_kwh)
+            return
         if self.host.store.raise_month_peak(month, rec.average_kw, rec.start, now):
             log.info("month %s peak now %.2f kW (window %s)", month, rec.average_kw, rec.start)
             if rec.refill:
@@ -126,12 +161,14 @@ class Tracker:
         """SOC of plugged vehicles; plug-in/unplug asks for a re-plan and is logged."""
         for u in units:
             s = u.state
-            if s is None:
-                continue
+            if s is None or s.plug_unknown is not None:   # neither plugged nor unplugged (e.g. 802 State
+                continue                                    # INITIALIZING): no plug-in or unplug to record
             v = self.vehicle_on(u, s)
             if v is not None and s.soc_pct is not None:
                 self.soc_kwh[v.id] = soc_kwh(s.soc_pct, v.capacity_kwh)
                 self._soc_seen[v.id] = (now, u) if s.plugged else (now, None)
+            elif v is not None and v.id in self.soc_kwh:   # SOC not believed: carry the last good one forward
+                self._dead_reckon(now, u, s, v)
             vid = v.id if v is not None else (s.vehicle_id if s.plugged else None)
             if u.plugged is not None and (s.plugged != u.plugged or vid != u.vehicle):
                 what = f"{vid} plugged in" if s.plugged else f"{u.vehicle or 'vehicle'} unplugged"
@@ -147,6 +184,17 @@ class Tracker:
                     self.departures[v.id] = {"depart": stay.depart.isoformat(), "target_kwh": stay.need_kwh(arrived),
                                              "arrived_kwh": arrived}
             u.plugged, u.vehicle = s.plugged, vid
+
+    def _dead_reckon(self, now: pd.Timestamp, u: UnitLink, s: ChargerState, v: Vehicle) -> None:
+        """Carry a plugged car's last good SOC [kWh] forward by the unit's measured power since it was
+        last seen, within 0..capacity, while its unit's SOC reading is not believed."""
+        seen, _ = self._soc_seen.get(v.id, (None, None))
+        if seen is not None and now > seen:
+            h = (now - seen) / pd.Timedelta(hours=1)
+            c = u.charger
+            e = self.soc_kwh[v.id] + (s.charge_kw * c.charge_efficiency - s.discharge_kw / c.discharge_efficiency) * h
+            self.soc_kwh[v.id] = min(max(e, 0.0), v.capacity_kwh)
+        self._soc_seen[v.id] = (now, None)   # the estimate is at now; nothing to carry forward at a setpoint
 
     def _track_grid(self, now: pd.Timestamp, reading: MeterReading | None, units: list[UnitLink]) -> None:
         """Loss of grid: any unit reporting it disconnected, or the meter reporting a power failure."""
@@ -172,9 +220,9 @@ class Tracker:
 
     def check_miss(self, now: pd.Timestamp, base_kw: float, row: pd.Series | None, dt_h: float) -> None:
         """Smooth the forecast error of the site base (load - PV); a large miss asks for a re-plan."""
-        if row is None or not self.grid_up:
+        fc = float(row["load_kw"] - row["pv_kw"]) if row is not None else math.nan
+        if not self.grid_up or not math.isfinite(fc) or not math.isfinite(base_kw):
             return
-        fc = float(row["load_kw"] - row["pv_kw"])
         a = 1 - math.exp(-dt_h / MISS_TAU_H)
         self.miss_kw += a * ((base_kw - fc) - self.miss_kw)
         step = pd.Timedelta(minutes=self.host.cfg.planner.step_minutes)

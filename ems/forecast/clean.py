@@ -26,6 +26,7 @@ backtest that cleans once gives each origin exactly what it would have seen live
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -57,7 +58,12 @@ class History:
 
     def position(self, when: pd.Timestamp) -> int:
         """Number of grid rows strictly before ``when`` (rows ``[:position]`` are the past)."""
-        return int(np.searchsorted(self.index.as_unit("ns").asi8, pd.Timestamp(when).as_unit("ns").value, side="left"))
+        return int(np.searchsorted(self._ns, pd.Timestamp(when).as_unit("ns").value, side="left"))
+
+    @functools.cached_property
+    def _ns(self) -> np.ndarray:
+        """Epoch nanoseconds of ``index`` (a forecaster asks for positions at every origin)."""
+        return self.index.as_unit("ns").asi8
 
 
 def read_history_csv(path: str | Path, load_column: str = "load_kw") -> pd.DataFrame:

@@ -38,6 +38,10 @@ from ems.errors import DataError, Problem
 DAY_TYPES = ("weekday", "saturday", "sunday_holiday")
 BASE_TEMP_C = 18.3  # ASHRAE degree-day base (65 degF)
 MIN_TEMPERATURE_DAYS = 14  # fewer overlapping days than this: the regression is not attempted
+PROFILES_KEPT = 8  # profiles kept per forecaster (one per window: a receding horizon asks for one a day)
+NS_PER_MINUTE = 60_000_000_000
+NS_PER_HOUR = 60 * NS_PER_MINUTE
+NS_PER_DAY = 24 * NS_PER_HOUR
 
 
 @dataclass(frozen=True)
@@ -75,6 +79,16 @@ def weighted_median(x: np.ndarray, w: np.ndarray) -> np.ndarray:
     return np.where(total[0] > 0, med, np.nan)
 
 
+def _wall_ns(index: pd.DatetimeIndex, zone: str) -> np.ndarray:
+    """Local wall-clock time in ``zone`` of each timestamp of an aware index [ns since 1970-01-01 local]."""
+    return index.tz_convert(zone).tz_localize(None).as_unit("ns").asi8
+
+
+def lead_hours(index: pd.DatetimeIndex, start: pd.Timestamp, step: pd.Timedelta) -> np.ndarray:
+    """Lead time from ``start`` to the midpoint of each interval of ``index`` (starts, ``step`` wide) [h]."""
+    return (index.as_unit("ns").asi8 - pd.Timestamp(start).as_unit("ns").value) / NS_PER_HOUR + step / pd.Timedelta(hours=2)
+
+
 def day_type_codes(labels: np.ndarray) -> np.ndarray:
     """Tariff day types (weekday/saturday/sunday/holiday) -> 0 weekday, 1 Saturday, 2 Sunday or holiday."""
     return np.where(labels == "weekday", 0, np.where(labels == "saturday", 1, 2))
@@ -92,29 +106,40 @@ class LoadForecaster:
         self.day_types = day_types
         self.slot_minutes = int(step.total_seconds() // 60)
         self.n_slots = 1440 // self.slot_minutes
-        local = index.tz_convert(zone)
-        self.first_day = pd.Timestamp(local[0].date())
-        day = self._day_number(local)
-        slot = self._slot(local)
+        wall = _wall_ns(index, zone)
+        self.first_day = pd.Timestamp(int(wall[0]) // NS_PER_DAY * NS_PER_DAY, unit="ns")
+        day, slot = self._day_number(wall), self._slot(wall)
         self.n_days = int(day.max()) + 1
         self.matrix = self._pivot(day, slot, load_kw)
         self.temp = None if temp_air is None else self._pivot(day, slot, temp_air)
         dates = pd.date_range(self.first_day, periods=self.n_days, freq="D").tz_localize(zone) + pd.Timedelta(hours=12)
         self.types = day_type_codes(day_types(dates))
         self._index_ns = index.as_unit("ns").asi8
+        self._wall_ns = wall   # local wall clock of each history row [ns]
         self._load = load_kw
+        self._code_of_day = dict(enumerate(self.types.tolist()))   # day number -> day-type code, grown on demand
+        self._profiles: dict[int, np.ndarray] = {}   # window end (day number) -> the load profile P
         measured = np.isfinite(load_kw)
         self._measured_ns = self._index_ns[measured]   # rows with a load measurement, and their days
         self._measured_day = day[measured]
 
-    def _day_number(self, local: pd.DatetimeIndex) -> np.ndarray:
-        """Local calendar day counted from the first history day."""
-        days = local.tz_localize(None).normalize()
-        return ((days - self.first_day) // pd.Timedelta(days=1)).to_numpy().astype(int)
+    def _day_number(self, wall: np.ndarray) -> np.ndarray:
+        """Local calendar day (of local wall-clock times [ns]) counted from the first history day."""
+        return (wall // NS_PER_DAY - self.first_day.value // NS_PER_DAY).astype(int)
 
-    def _slot(self, local: pd.DatetimeIndex) -> np.ndarray:
-        """Local time-of-day slot (history step wide)."""
-        return ((local.hour * 60 + local.minute) // self.slot_minutes).to_numpy().astype(int)
+    def _slot(self, wall: np.ndarray) -> np.ndarray:
+        """Local time-of-day slot (history step wide) of local wall-clock times [ns]."""
+        return (wall % NS_PER_DAY // (self.slot_minutes * NS_PER_MINUTE)).astype(int)
+
+    def _day_codes(self, days: np.ndarray) -> np.ndarray:
+        """Day-type code (:func:`day_type_codes` of the tariff's day type at local noon) of each day
+        number; each day's is looked up once."""
+        unique, inverse = np.unique(days, return_inverse=True)
+        new = [int(d) for d in unique if int(d) not in self._code_of_day]
+        if new:
+            midnight = (self.first_day + pd.to_timedelta(new, unit="D")).tz_localize(self.zone)
+            self._code_of_day.update(zip(new, day_type_codes(self.day_types(midnight + pd.Timedelta(hours=12))).tolist()))
+        return np.array([self._code_of_day[int(d)] for d in unique], dtype=int)[inverse]
 
     def _pivot(self, day: np.ndarray, slot: np.ndarray, values: np.ndarray) -> np.ndarray:
         """Mean of ``values`` per (day, slot); NaN where none (a DST hour twice is averaged)."""
@@ -131,10 +156,17 @@ class LoadForecaster:
 
         When the history ends before ``start`` the window ends at the last day with data before
         ``start`` (and the caller's meta reports how stale it is); rows after ``start`` never count."""
+        return self._window_rows(self._window_end(start))
+
+    def _window_end(self, start: pd.Timestamp) -> int:
+        """The day number after the profile window of ``start`` (:meth:`_window`)."""
         d0 = self._origin_day(start)
         k = int(np.searchsorted(self._measured_ns, pd.Timestamp(start).as_unit("ns").value, side="left"))
         last = int(self._measured_day[k - 1]) if k else -1   # last day with a load measurement before start
-        end = min(d0, last + 1)
+        return min(d0, last + 1)
+
+    def _window_rows(self, end: int) -> tuple[np.ndarray, np.ndarray]:
+        """Rows (days) of the profile window that ends before day ``end``, and their weights."""
         rows = np.arange(max(0, end - 7 * self.settings.weeks), max(end, 0))
         age = end - rows  # 1 = the day before
         return rows, 0.5 ** ((age - 1) / self.settings.half_life_days)
@@ -171,22 +203,27 @@ class LoadForecaster:
             out[t] = np.where(np.isfinite(prof), prof, all_types)
         return out
 
-    def _targets(self, index: pd.DatetimeIndex) -> tuple[np.ndarray, np.ndarray]:
-        """Day type and slot of each target interval (local time)."""
-        local = index.tz_convert(self.zone)
-        noon = local.tz_localize(None).normalize().tz_localize(self.zone) + pd.Timedelta(hours=12)
-        return day_type_codes(self.day_types(noon)), self._slot(local)
+    def _targets(self, wall: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Day type and slot of each target interval, from its local wall-clock time [ns]."""
+        return self._day_codes(self._day_number(wall)), self._slot(wall)
 
-    def profile(self, start: pd.Timestamp, index: pd.DatetimeIndex) -> np.ndarray:
-        """The weighted day-type profile ``P`` at each interval of ``index`` [kW] (no level, no temperature)."""
-        rows, w = self._window(start)
-        prof = self._weighted_profile(rows, w, self.matrix)
+    def _profile_table(self, start: pd.Timestamp) -> np.ndarray:
+        """The weighted day-type x slot profile ``P`` at ``start`` [kW] (computed once per window)."""
+        end = self._window_end(start)
+        prof = self._profiles.get(end)
+        if prof is None:
+            if len(self._profiles) >= PROFILES_KEPT:
+                self._profiles.clear()
+            prof = self._profiles[end] = self._weighted_profile(*self._window_rows(end), self.matrix)
         if not np.isfinite(prof).all():
             raise DataError(Problem("history", None, "load_kw", None,
                                     f"no load measurements on a day before {start}: the load profile is built "
                                     "from whole days of history before the forecast start's date", has_value=False))
-        types, slots = self._targets(index)
-        return prof[types, slots]
+        return prof
+
+    def profile(self, start: pd.Timestamp, index: pd.DatetimeIndex) -> np.ndarray:
+        """The weighted day-type profile ``P`` at each interval of ``index`` [kW] (no level, no temperature)."""
+        return self._profile_table(start)[self._targets(_wall_ns(index, self.zone))]
 
     def level_offset(self, start: pd.Timestamp) -> float:
         """``delta``: mean measured minus mean profile over the last ``level_window_hours`` [kW] (0 if no data)."""
@@ -197,8 +234,8 @@ class LoadForecaster:
         ok = np.isfinite(measured)
         if not ok.any():
             return 0.0
-        past = pd.DatetimeIndex(self._index_ns[lo:end][ok]).tz_localize("UTC")
-        return float(measured[ok].mean() - self.profile(start, past).mean())
+        past = self._profile_table(start)[self._targets(self._wall_ns[lo:end][ok])]
+        return float(measured[ok].mean() - past.mean())
 
     def temperature_terms(self, start: pd.Timestamp, index: pd.DatetimeIndex, temp_air: np.ndarray) -> tuple[np.ndarray, dict]:
         """``beta_h*(HDH - H) + beta_c*(CDH - C)`` at each interval [kW], and what was fitted."""
@@ -215,7 +252,7 @@ class LoadForecaster:
         dev = [(m[rows] - p[row_types])[usable] for m, p in zip(mats, profs)]
         sqrt_w = np.sqrt(np.broadcast_to(w[:, None], usable.shape)[usable])
         beta, *_ = np.linalg.lstsq(np.column_stack(dev[1:]) * sqrt_w[:, None], dev[0] * sqrt_w, rcond=None)
-        types, slots = self._targets(index)
+        types, slots = self._targets(_wall_ns(index, self.zone))
         h_fc, c_fc = np.maximum(BASE_TEMP_C - temp_air, 0.0), np.maximum(temp_air - BASE_TEMP_C, 0.0)
         terms = beta[0] * (h_fc - profs[1][types, slots]) + beta[1] * (c_fc - profs[2][types, slots])
         return terms, {"used": True, "beta_heating_kw_per_c": float(beta[0]), "beta_cooling_kw_per_c": float(beta[1])}
@@ -231,8 +268,7 @@ class LoadForecaster:
         """Load [kW] on ``index`` (interval starts; ``step`` wide) made at ``start``, and its meta."""
         base = self.profile(start, index)
         delta = self.level_offset(start)
-        lead_h = ((index - pd.Timestamp(start)) / pd.Timedelta(hours=1)).to_numpy() + step / pd.Timedelta(hours=2)
-        fade = np.exp(-lead_h / self.settings.level_tau_hours)
+        fade = np.exp(-lead_hours(index, start, step) / self.settings.level_tau_hours)
         meta: dict = {"level_offset_kw": delta, "level_tau_hours": self.settings.level_tau_hours}
         terms = np.zeros(len(index))
         if temp_air is not None:

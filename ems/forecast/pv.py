@@ -115,6 +115,15 @@ class PvModel:
         self._prepared = self.compute_geometry(index, step)
         self._prepared_step_ns = step.value
 
+    def covers(self, start: pd.Timestamp, end: pd.Timestamp, step: pd.Timedelta) -> bool:
+        """Whether the prepared geometry holds every ``step`` interval in ``[start, end)``."""
+        prep = self._prepared
+        if prep is None or step.value != self._prepared_step_ns or not len(prep.index):
+            return False
+        t0, t1 = _ns(prep.index[:1])[0], _ns(prep.index[-1:])[0]
+        first, last = pd.Timestamp(start).as_unit("ns").value, pd.Timestamp(end).as_unit("ns").value - step.value
+        return t0 <= first and last <= t1 and (first - t0) % step.value == 0
+
     def geometry(self, index: pd.DatetimeIndex, step: pd.Timedelta) -> SolarGeometry:
         """Geometry of ``index``: sliced from the prepared range when it lies inside, else computed."""
         prep = self._prepared

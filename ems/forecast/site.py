@@ -28,7 +28,7 @@ import pandas as pd
 from ems.config import SiteConfig
 from ems.errors import DataError, Problem
 from ems.forecast.clean import clean_history, read_history_csv
-from ems.forecast.load import LoadForecaster, LoadSettings
+from ems.forecast.load import LoadForecaster, LoadSettings, lead_hours
 from ems.forecast.pv import PvModel, SolarGeometry
 from ems.forecast.weather import align_weather
 from ems.timegrid import is_whole, step_count, step_grid
@@ -51,6 +51,9 @@ RATIO_MIN, RATIO_MAX = 0.0, 3.0
 #: The ratio and clearness are formed only over windows whose modelled energy reaches this share of
 #: one hour at the arrays' AC capacity: dawn ratios of two tiny numbers are noise.
 MIN_MODEL_ENERGY_SHARE = 0.05
+#: The solar geometry is prepared this far past the history's end plus 3 days (a reused PvModel then
+#: serves the daemon's rebuilds of the following days without computing it again).
+PREPARE_AHEAD = pd.Timedelta(days=7)
 
 
 @dataclass(frozen=True)
@@ -105,16 +108,33 @@ def _energy_ratio(measured: np.ndarray, model: np.ndarray, min_energy: float) ->
     return float(measured[ok].sum() / denom)
 
 
+def model_pv_kw(pv: PvModel, weather: pd.DataFrame | None, index: pd.DatetimeIndex, step: pd.Timedelta,
+                geom: SolarGeometry, clearness: float | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Modelled PV AC power [kW] on ``index`` (interval starts, ``step`` wide): the pvlib chain driven by
+    ``weather`` (a frame with ``ghi`` [W/m^2], optional ``dni``, ``dhi``, ``temp_air`` [degC],
+    ``wind_speed`` [m/s]) where it covers an interval, clear sky with GHI x ``clearness`` elsewhere;
+    and the mask of the intervals the weather did not cover (all of them without weather)."""
+    fallback = pv.clearness_power_kw(geom, clearness)
+    if weather is None or "ghi" not in weather or weather.empty:
+        return fallback, np.ones(len(index), dtype=bool)
+    w = align_weather(weather, index, step, geom.cs_ghi, geom.zenith)
+    covered = np.isfinite(w["ghi"])
+    model = pv.power_kw(geom, w["ghi"], w.get("dni"), w.get("dhi"), w.get("temp_air"), w.get("wind_speed"))
+    return np.where(covered, model, fallback), ~covered
+
+
 class SiteForecaster:
     """Prepared once per site (history cleaned, geometry precomputed); :meth:`forecast` per origin."""
 
     def __init__(self, cfg: SiteConfig, history: pd.DataFrame | None = None, weather: pd.DataFrame | None = None, *,
                  step_minutes: int | None = None, load_settings: LoadSettings = LoadSettings(),
-                 pv_fade_tau_hours: float = PV_FADE_TAU_HOURS):
+                 pv_fade_tau_hours: float = PV_FADE_TAU_HOURS, pv_model: PvModel | None = None):
         self.cfg = cfg
         self.step = pd.Timedelta(minutes=step_minutes or cfg.planner.step_minutes)
         self.pv_fade_tau_hours = pv_fade_tau_hours
-        self.pv = PvModel(cfg.site, cfg.pv)
+        # ``pv_model``: a PvModel of ``cfg``'s arrays to reuse, with the geometry it has prepared (the
+        # daemon rebuilds its forecaster every step as its meter adds windows)
+        self.pv = pv_model if pv_model is not None else PvModel(cfg.site, cfg.pv)
         raw = site_history(cfg) if history is None else history
         where = str(raw.attrs.get("source", "history"))
         self.source = where
@@ -141,7 +161,9 @@ class SiteForecaster:
     def _night(self, index: pd.DatetimeIndex) -> np.ndarray:
         """True where the sun is below the horizon at the interval midpoint (prepares the geometry)."""
         step = pd.Timedelta(int(np.diff(index.as_unit("ns").asi8[:2])[0]), "ns") if len(index) > 1 else self.step
-        self.pv.prepare(index[0], index[-1] + pd.Timedelta(days=3), step)
+        end = index[-1] + pd.Timedelta(days=3)
+        if not self.pv.covers(index[0], end, step):   # a reused model may hold it already
+            self.pv.prepare(index[0], end + PREPARE_AHEAD, step)
         return self.pv.geometry(index, step).zenith >= 90.0
 
     def _load_grid(self, temp: np.ndarray | None) -> tuple[pd.DatetimeIndex, np.ndarray, np.ndarray | None]:
@@ -181,15 +203,8 @@ class SiteForecaster:
                    "pv_clearness_tau_hours": CLEARNESS_TAU_HOURS}
 
     def _pv_model(self, index: pd.DatetimeIndex, geom: SolarGeometry, clearness: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Model PV [kW] on ``index``: weather where it covers, clearness-scaled clear sky elsewhere;
-        and the mask of intervals the weather did not cover."""
-        fallback = self.pv.clearness_power_kw(geom, clearness)
-        if not self._pv_weather:
-            return fallback, np.ones(len(index), dtype=bool)
-        w = align_weather(self.weather, index, self.step, geom.cs_ghi, geom.zenith)
-        covered = np.isfinite(w["ghi"])
-        model = self.pv.power_kw(geom, w["ghi"], w.get("dni"), w.get("dhi"), w.get("temp_air"), w.get("wind_speed"))
-        return np.where(covered, model, fallback), ~covered
+        """Model PV [kW] on ``index`` (:func:`model_pv_kw` with this forecaster's weather)."""
+        return model_pv_kw(self.pv, self.weather if self._pv_weather else None, index, self.step, geom, clearness)
 
     def forecast_pv(self, start: pd.Timestamp, index: pd.DatetimeIndex) -> tuple[np.ndarray, dict[str, Any]]:
         """PV [kW] on ``index`` made at ``start`` (module docstring), and its meta."""
@@ -198,7 +213,7 @@ class SiteForecaster:
         n_past = int(RATIO_WINDOW_HOURS * 3600 / self.step.total_seconds())
         ext = pd.date_range(index[0] - n_past * self.step, periods=n_past + len(index), freq=self.step)
         geom = self.pv.geometry(ext, self.step)
-        lead_ext = ((ext - pd.Timestamp(start)) / pd.Timedelta(hours=1)).to_numpy() + self.step / pd.Timedelta(hours=2)
+        lead_ext = lead_hours(ext, start, self.step)
         k, k_meta = self.clearness_by_lead(start, lead_ext)
         model, uncovered = self._pv_model(ext, geom, k)
         meta: dict[str, Any] = {

@@ -9,13 +9,15 @@ names through a ``VARIABLE_MAP``:
 
 Only ``ghi`` is required; a missing ``dni``/``dhi`` pair is split from ``ghi`` by a published
 decomposition model in :mod:`ems.forecast.pv`. ``get_open_meteo`` is the only function here that
-uses the network (never called in tests); ``read_open_meteo`` parses a saved response.
+uses the network (the tests call it only against a local HTTP server serving a recorded response);
+``read_open_meteo`` parses a saved response.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +25,10 @@ import numpy as np
 import pandas as pd
 import pvlib
 
+from ems.config import OPEN_METEO_URL
 from ems.errors import DataError, Problem
-from ems.timeseries import read_series_csv
+from adapters.yamlsafe import InputFileError, open_regular
+from ems.timeseries import UNIT_BOUNDS, read_series_csv
 
 WEATHER_COLUMNS = ("ghi", "dni", "dhi", "temp_air", "wind_speed")
 IRRADIANCE_COLUMNS = ("ghi", "dni", "dhi")
@@ -65,12 +69,24 @@ OPEN_METEO_UNITS = {
     "temperature_2m": {"°C": 1.0},
     "wind_speed_10m": {"m/s": 1.0, "km/h": 1 / 3.6},
 }
-OPEN_METEO_URL = "https://api.open-meteo.com/v1/forecast"
+
+
+#: the unit of each weather column, for its physical range (:data:`ems.timeseries.UNIT_BOUNDS`)
+UNITS = {"ghi": "wm2", "dni": "wm2", "dhi": "wm2", "temp_air": "c", "wind_speed": "ms"}
+#: largest Open-Meteo response read [bytes] (16 days x 24 h x 5 variables is about 30 KB)
+MAX_JSON_BYTES = 16 * 2**20
 
 
 def _check_irradiance(data: pd.DataFrame, where: str) -> pd.DataFrame:
-    """Irradiance must not be negative beyond a pyranometer's night offset; small offsets -> 0."""
+    """Irradiance must not be negative beyond a pyranometer's night offset (small offsets -> 0); every
+    value (NaN: missing) must be finite and in its unit's physical range."""
     problems = []
+    for col, unit in UNITS.items():
+        if col in data:
+            lo, hi = UNIT_BOUNDS[unit]
+            bad = np.flatnonzero(((data[col] < lo) | (data[col] > hi) | np.isinf(data[col])).to_numpy())
+            problems += [Problem(where, None, col, float(data[col].iat[i]), f"at {data.index[i]}: outside "
+                                 f"{lo:,g}..{hi:,g}, the physical range of this quantity") for i in bad[:20]]
     for col in IRRADIANCE_COLUMNS:
         if col not in data:
             continue
@@ -95,6 +111,10 @@ def read_weather_csv(path: str | Path) -> tuple[pd.DataFrame, dict[str, Any]]:
     optional = ["dni_wm2", "dhi_wm2", "wind_speed_ms"]
     raw = read_series_csv(path, ["ghi_wm2", "temp_air_c"], optional, allow_gaps=True, allow_negative=True,
                           allow_empty=True, require_divides_30=False)
+    step = raw.attrs["step"]
+    if pd.Timedelta(days=1) % step != pd.Timedelta(0):
+        raise DataError(Problem(str(path), None, "timestamp", str(step), "the step must divide a day (e.g. 10, 15, "
+                                "30 or 60 minutes)"))
     if ("dni_wm2" in raw) != ("dhi_wm2" in raw):
         raise DataError(Problem(str(path), 1, "dni_wm2/dhi_wm2", list(raw.columns),
                                 "give both dni_wm2 and dhi_wm2, or neither (ghi_wm2 is then split by a decomposition model)"))
@@ -111,21 +131,23 @@ def read_tmy(path: str | Path) -> tuple[pd.DataFrame, dict[str, Any]]:
     (latitude, longitude, altitude, TZ, station name) plus ``step`` and ``format``.
     """
     path = Path(path)
-    if path.suffix.lower() == ".tm2":
-        data, meta = pvlib.iotools.read_tmy2(str(path))
-        data = data.rename(columns=VARIABLE_MAP_TMY2)[list(VARIABLE_MAP_TMY2.values())].astype(float)
-        for col, scale in TMY2_SCALE.items():
-            data[col] = data[col] * scale
-        fmt = "tmy2"
-    else:
-        try:
+    fmt = "tmy2" if path.suffix.lower() == ".tm2" else "tmy3"
+    try:
+        open_regular(path, MAX_JSON_BYTES, f"{fmt.upper()} file").close()   # never a FIFO or a device for pvlib
+        if fmt == "tmy2":
+            data, meta = pvlib.iotools.read_tmy2(str(path))
+            data = data.rename(columns=VARIABLE_MAP_TMY2)[list(VARIABLE_MAP_TMY2.values())].astype(float)
+            for col, scale in TMY2_SCALE.items():
+                data[col] = data[col] * scale
+        else:
             data, meta = pvlib.iotools.read_tmy3(str(path), map_variables=True)
-        except (ValueError, KeyError, IndexError) as exc:
-            raise DataError(Problem(str(path), None, "", None, f"not a TMY3 file pvlib can read: {exc}",
-                                    has_value=False)) from None
-        data = data.rename(columns=VARIABLE_MAP_TMY3)[list(WEATHER_COLUMNS)].astype(float)
-        data.index = data.index - pd.Timedelta(hours=1)
-        fmt = "tmy3"
+            data = data.rename(columns=VARIABLE_MAP_TMY3)[list(WEATHER_COLUMNS)].astype(float)
+            data.index = data.index - pd.Timedelta(hours=1)
+    except InputFileError as exc:
+        raise DataError(Problem(str(path), None, "", None, exc.message, has_value=False)) from None
+    except (OSError, ValueError, KeyError, IndexError, TypeError, AttributeError) as exc:
+        raise DataError(Problem(str(path), None, "", None, f"not a {fmt.upper()} file pvlib can read: "
+                                f"{type(exc).__name__}: {str(exc)[:120]}", has_value=False)) from None
     data.index = data.index.tz_convert("UTC")
     data.index.name = "timestamp"
     data = _check_irradiance(data, str(path))
@@ -138,12 +160,28 @@ def _open_meteo_index(hourly: dict[str, Any], offset_s: int, where: str) -> pd.D
     if not isinstance(times, list) or not times:
         raise DataError(Problem(where, None, "hourly.time", times, "expected a non-empty list of times"))
     if isinstance(times[0], (int, float)):
-        return pd.DatetimeIndex(pd.to_datetime(times, unit="s", utc=True))
+        try:
+            return pd.DatetimeIndex(pd.to_datetime(times, unit="s", utc=True))
+        except (ValueError, TypeError, OverflowError) as exc:
+            raise DataError(Problem(where, None, "hourly.time", times[0], f"not unix seconds: {str(exc)[:120]}")) from None
     naive = pd.to_datetime(pd.Series(times), format="ISO8601", errors="coerce")
     if naive.isna().any():
         i = int(np.flatnonzero(naive.isna().to_numpy())[0])
         raise DataError(Problem(where, None, f"hourly.time[{i}]", times[i], "not an ISO 8601 time"))
     return pd.DatetimeIndex(naive - pd.Timedelta(seconds=offset_s)).tz_localize("UTC")
+
+
+def _json_file(path: str | Path, where: str) -> Any:
+    """A JSON document from a regular file of at most MAX_JSON_BYTES; NaN and Infinity refused."""
+    def constant(name: str) -> Any:
+        raise ValueError(f"{name} is not JSON (write null for a missing value)")
+    try:
+        with open_regular(path, MAX_JSON_BYTES, "JSON file") as fh:
+            return json.loads(fh.read().decode("utf-8"), parse_constant=constant)
+    except InputFileError as exc:
+        raise DataError(Problem(where, None, "", None, exc.message, has_value=False)) from None
+    except (OSError, ValueError, RecursionError) as exc:   # JSONDecodeError, UnicodeDecodeError are ValueErrors
+        raise DataError(Problem(where, None, "", None, f"cannot read as JSON: {str(exc)[:160]}", has_value=False)) from None
 
 
 def read_open_meteo(source: str | Path | dict[str, Any]) -> tuple[pd.DataFrame, dict[str, Any]]:
@@ -155,13 +193,12 @@ def read_open_meteo(source: str | Path | dict[str, Any]) -> tuple[pd.DataFrame, 
     Units are checked against ``hourly_units`` (wind in km/h is converted to m/s).
     """
     where = str(source) if not isinstance(source, dict) else "open-meteo response"
-    if isinstance(source, dict):
-        doc = source
-    else:
-        try:
-            doc = json.loads(Path(source).read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as exc:
-            raise DataError(Problem(where, None, "", None, f"cannot read as JSON: {exc}", has_value=False)) from None
+    doc = source if isinstance(source, dict) else _json_file(source, where)
+    if not isinstance(doc, dict):
+        raise DataError(Problem(where, None, "", type(doc).__name__, "an Open-Meteo response is a JSON object"))
+    if type(doc.get("utc_offset_seconds", 0)) is not int or abs(doc.get("utc_offset_seconds", 0)) > 86400:
+        raise DataError(Problem(where, None, "utc_offset_seconds", doc.get("utc_offset_seconds"),
+                                "whole seconds from -86400 to 86400"))
     if doc.get("error"):
         raise DataError(Problem(where, None, "reason", doc.get("reason"), "Open-Meteo answered with an error"))
     hourly, units = doc.get("hourly"), doc.get("hourly_units") or {}
@@ -178,6 +215,8 @@ def read_open_meteo(source: str | Path | dict[str, Any]) -> tuple[pd.DataFrame, 
         if unit not in OPEN_METEO_UNITS[name]:
             raise DataError(Problem(where, None, f"hourly_units.{name}", unit,
                                     f"unexpected unit; allowed: {sorted(OPEN_METEO_UNITS[name])}"))
+        if not isinstance(hourly[name], list) or not all(v is None or type(v) in (int, float) for v in hourly[name]):
+            raise DataError(Problem(where, None, f"hourly.{name}", hourly[name], "a list of numbers (null: missing)"))
         values = np.array([np.nan if v is None else v for v in hourly[name]], dtype=float)
         if len(values) != len(index):
             raise DataError(Problem(where, None, f"hourly.{name}", len(values), f"length differs from hourly.time ({len(index)})"))
@@ -198,13 +237,32 @@ def read_open_meteo(source: str | Path | dict[str, Any]) -> tuple[pd.DataFrame, 
     return data, meta
 
 
+class FetchFault(Enum):
+    """Why a weather fetch gave no forecast (the daemon's ``weather-fallback`` event names it)."""
+
+    TIMEOUT = "timeout"              # no connection or no answer within the timeout
+    UNREACHABLE = "unreachable"      # no route, DNS failure, connection refused, TLS failure
+    HTTP_ERROR = "http-error"        # the server answered with an HTTP error status (or an error document)
+    BAD_RESPONSE = "bad-response"    # an answer that is not an Open-Meteo forecast (not JSON, wrong units, ...)
+
+
+class WeatherFetchError(Exception):
+    """A weather fetch that gave no forecast: ``fault`` (:class:`FetchFault`), ``url`` and a short message."""
+
+    def __init__(self, fault: FetchFault, url: str, message: str):
+        super().__init__(f"{fault.value}: {message}")
+        self.fault, self.url, self.message = fault, url, message
+
+
 def get_open_meteo(latitude: float, longitude: float, *, forecast_days: int = 3, past_days: int = 1,
                    models: str = "jma_seamless", timeout_s: float = 30.0, save_to: str | Path | None = None,
                    url: str = OPEN_METEO_URL) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Fetch an hourly forecast from Open-Meteo (no key; ``jma_seamless`` = JMA MSM + GSM for Japan).
 
     Uses the network. ``past_days`` includes recent hours so the measured-to-forecast ratio can be
-    formed. ``save_to`` keeps the raw JSON (how the tests' recorded responses are made).
+    formed. ``save_to`` keeps the raw JSON (how the tests' recorded responses are made). ``timeout_s``
+    bounds the connection and each read [s] (requests' timeouts, not the whole transfer). Any
+    failure is a :class:`WeatherFetchError` naming its :class:`FetchFault`.
     """
     import requests  # a pvlib dependency; imported here so parsing never needs it
 
@@ -213,14 +271,38 @@ def get_open_meteo(latitude: float, longitude: float, *, forecast_days: int = 3,
         "models": models, "timezone": "GMT", "wind_speed_unit": "ms",
         "forecast_days": forecast_days, "past_days": past_days,
     }
-    resp = requests.get(url, params=params, timeout=timeout_s)
-    doc = resp.json()
-    if resp.status_code != 200 or doc.get("error"):
-        raise DataError(Problem(url, None, "reason", doc.get("reason"), f"Open-Meteo answered HTTP {resp.status_code}"))
+    try:
+        resp = requests.get(url, params=params, timeout=(timeout_s, timeout_s))
+        body = resp.content[:MAX_JSON_BYTES + 1]
+    except requests.Timeout as exc:
+        raise WeatherFetchError(FetchFault.TIMEOUT, url, f"no answer within {timeout_s:g} s ({type(exc).__name__})") from None
+    except requests.RequestException as exc:
+        raise WeatherFetchError(FetchFault.UNREACHABLE, url, f"{type(exc).__name__}: {str(exc)[:160]}") from None
+    try:
+        doc = json.loads(body.decode("utf-8")) if len(body) <= MAX_JSON_BYTES else None
+    except ValueError:   # JSONDecodeError, UnicodeDecodeError
+        doc = None
+    reason = doc.get("reason") if isinstance(doc, dict) else None
+    if resp.status_code != 200 or (isinstance(doc, dict) and doc.get("error")):
+        raise WeatherFetchError(FetchFault.HTTP_ERROR, url, f"HTTP {resp.status_code}" + (f": {str(reason)[:160]}" if reason else ""))
+    if not isinstance(doc, dict):
+        raise WeatherFetchError(FetchFault.BAD_RESPONSE, url, f"not a JSON object ({len(body)} bytes)")
     doc["_request"] = params
+    try:
+        data, meta = read_open_meteo(doc)
+    except DataError as exc:
+        raise WeatherFetchError(FetchFault.BAD_RESPONSE, url, str(exc).splitlines()[0][:200]) from None
     if save_to is not None:
         Path(save_to).write_text(json.dumps(doc), encoding="utf-8")
-    return read_open_meteo(doc)
+    return data, meta
+
+
+def fetch_site_weather(cfg: Any) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """:func:`get_open_meteo` for a site (``cfg``: a SiteConfig) with its ``daemon.weather`` settings
+    (url, models, forecast and past days, timeout); raises :class:`WeatherFetchError`."""
+    w = cfg.daemon.weather
+    return get_open_meteo(cfg.site.latitude_deg, cfg.site.longitude_deg, forecast_days=w.forecast_days,
+                          past_days=w.past_days, models=w.models, timeout_s=w.timeout_s, url=w.url)
 
 
 def clear_sky_index_transfer(data: pd.DataFrame, meta: dict[str, Any], *, latitude: float, longitude: float,
