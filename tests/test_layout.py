@@ -116,7 +116,9 @@ def test_every_imported_package_is_declared(package):
 
 @pytest.mark.parametrize("module", sorted(OPTIONAL))
 def test_an_optional_package_is_in_its_extra_and_not_in_the_core(module):
-    names = providers(module)
+    # an extra make test does not install (``data``: demandlib) provides nothing here: its distribution
+    # is named like the module
+    names = providers(module) or {module.lower()}
     assert names & extra(OPTIONAL[module]), f"{module}: {sorted(names)} not in the extra {OPTIONAL[module]!r}"
     assert not names & core(), f"{module} is optional (ems.extras.OPTIONAL) but a core dependency"
 
