@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 STATIC = Path(__file__).resolve().parent / "static"
 LANGS = ("en", "ja")
 #: Chart size [px] (the SVG scales to the card's width) and its colours per series.
-WIDTH, HEIGHT, PAD_L, PAD_R, PAD_T, PAD_B = 720, 300, 44, 12, 12, 46
+WIDTH, HEIGHT, PAD_L, PAD_R, PAD_T, PAD_B = 720, 300, 44, 26, 12, 46   # PAD_R: room for the 24:00 label
 COLOURS = {"load_kw": "#7a7a7a", "pv_kw": "#e0a800", "import_kw": "#1f6fd1", "actual": "#0b3d91", "limit": "#c62828"}
 CAR_COLOURS = ("#2e7d32", "#8e24aa", "#ef6c00", "#00838f", "#6d4c41", "#ad1457")
 
@@ -109,7 +109,7 @@ def render(d: Daemon, lang: str) -> str:
 <div class="who">{_field(lang, "token", '<input type="password" id="token" autocomplete="off">')}
 <small>{_t(lang, "token_hint")}</small>{_field(lang, "who", '<input type="text" id="who" maxlength="64">')}</div>
 {"".join(forms)}<p id="ov-msg" role="status"></p></section>
-<section class="card" id="bill"><h2>{_t(lang, "bill")}</h2><table id="bill-table"></table>
+<section class="card" id="bill"><h2>{_t(lang, "bill")}</h2><div class="scroll"><table id="bill-table"></table></div>
 <small>{_t(lang, "bill_estimate")}</small></section>
 <section class="card" id="events"><h2>{_t(lang, "events")}</h2><ol id="ev-list"></ol>
 <button id="ev-more" type="button">{_t(lang, "more")}</button></section>
