@@ -77,6 +77,11 @@ def check_profiles(cfg: SiteConfig) -> None:
         raise ConfigError(problems)
 
 
+def _host(host: str) -> str:
+    """A host name as an address key: case folded, ``localhost`` as ``127.0.0.1``."""
+    return host.lower().replace("localhost", "127.0.0.1")
+
+
 def device_addresses(cfg: SiteConfig) -> list[tuple[tuple, tuple, str]]:
     """Each real device of the site as (config location, normalised address key, address as shown):
     Modbus TCP host:port and unit, serial port and unit, ECHONET Lite node and object. Simulated
@@ -87,12 +92,12 @@ def device_addresses(cfg: SiteConfig) -> list[tuple[tuple, tuple, str]]:
     out = []
     for loc, a in devices:
         if isinstance(a, MeterTcp):
-            out.append((loc, ("tcp", a.host.lower().replace("localhost", "127.0.0.1"), a.port, a.unit_id),
+            out.append((loc, ("tcp", _host(a.host), a.port, a.unit_id),
                         f"{a.host}:{a.port} unit {a.unit_id}"))
         elif isinstance(a, MeterRtu):
             out.append((loc, ("rtu", a.serial_port, a.unit_id), f"{a.serial_port} unit {a.unit_id}"))
         elif isinstance(a, EchonetLiteAdapter):   # a charger (0x027E) and a meter (0x0288/0x028A) are other objects
-            out.append((loc, ("echonet", a.host.lower().replace("localhost", "127.0.0.1"), a.port, loc[0], a.instance),
+            out.append((loc, ("echonet", _host(a.host), a.port, loc[0], a.instance),
                         f"{a.host}:{a.port} instance {a.instance}"))
     return out
 

@@ -461,26 +461,33 @@ def _hold_for_later_peaks(inp: DispatchInput, wanted: dict[str, tuple[float, flo
     """Trim the plan's discharge beyond what holds the target now, so the battery energy above the
     floors after the tick leaves ``inp.peak_hold_kwh`` for the later peaks (largest discharges
     first; battery energy = AC kW x tick / discharge efficiency)."""
-    units = {u.charger_id: u for u in inp.units}
-    base = _base_import_kw(inp)
-    allowed = min(allowed_import_kw(inp.window, inp.target_peak_kw), inp.import_limit_kw)
-    total_dis = sum(d for _, d in wanted.values())
-    needed_now = max(base + sum(c for c, _ in wanted.values()) - allowed, 0.0)
-    plugged = [(cid, u) for cid, u in units.items() if u.plugged]
+    plugged = [u for u in inp.units if u.plugged]
     if not plugged:
         return
-    spare_kwh = sum(max(u.soc_kwh - departure_floor_kwh(u, inp.rules[cid]), 0.0) for cid, u in plugged) - inp.peak_hold_kwh
-    eta = sum(u.discharge_efficiency for _, u in plugged) / len(plugged)
+    allowed = min(allowed_import_kw(inp.window, inp.target_peak_kw), inp.import_limit_kw)
+    total_dis = sum(d for _, d in wanted.values())
+    needed_now = max(_base_import_kw(inp) + sum(c for c, _ in wanted.values()) - allowed, 0.0)
+    spare_kwh = sum(max(u.soc_kwh - departure_floor_kwh(u, inp.rules[u.charger_id]), 0.0) for u in plugged) - inp.peak_hold_kwh
+    eta = sum(u.discharge_efficiency for u in plugged) / len(plugged)
     over = total_dis - needed_now - max(spare_kwh, 0.0) * eta / inp.tick_h   # [kW] at the unit's AC side
-    for cid in sorted(wanted, key=lambda k: -wanted[k][1]):
-        if over <= 1e-9:
+    for cid in _trim_discharge(wanted, over, largest_first=True):
+        reasons[cid] = "peak-hold"
+
+
+def _trim_discharge(wanted: dict[str, tuple[float, float]], over_kw: float, largest_first: bool) -> list[str]:
+    """Take ``over_kw`` of discharge off ``wanted``, unit by unit (largest or smallest discharge
+    first), each down to 0 at most; returns the units whose discharge was cut."""
+    cut = []
+    for cid in sorted(wanted, key=lambda k: wanted[k][1], reverse=largest_first):
+        if over_kw <= 1e-9:
             break
         c, d = wanted[cid]
-        trim = min(d, over)
+        trim = min(d, over_kw)
         if trim > 0:
             wanted[cid] = (c, d - trim)
-            reasons[cid] = "peak-hold"
-            over -= trim
+            cut.append(cid)
+            over_kw -= trim
+    return cut
 
 
 def _no_vehicle_export(inp: DispatchInput, wanted: dict[str, tuple[float, float]], base: float) -> None:
@@ -494,12 +501,4 @@ def _no_vehicle_export(inp: DispatchInput, wanted: dict[str, tuple[float, float]
     total_ch = sum(c for c, _ in wanted.values())
     floor_import = min(base, 0.0)
     over = floor_import - (base + total_ch - total_dis)
-    if over <= 1e-9:
-        return
-    for cid in sorted(wanted, key=lambda k: wanted[k][1]):
-        c, d = wanted[cid]
-        trim = min(d, over)
-        wanted[cid] = (c, d - trim)
-        over -= trim
-        if over <= 1e-9:
-            break
+    _trim_discharge(wanted, over, largest_first=False)

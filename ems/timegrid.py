@@ -68,6 +68,12 @@ def months(index: pd.DatetimeIndex, zone: Zone) -> np.ndarray:
     return np.asarray(index.tz_convert(zone).strftime("%Y-%m"))
 
 
+def local_iso(t: pd.Timestamp | dt.datetime, zone: Zone) -> str:
+    """``t`` in ``zone`` as ISO 8601 with its offset, to the second (``2024-07-08T16:00:00+09:00``):
+    how every time is shown to people and in the API (no sub-second noise)."""
+    return pd.Timestamp(t).tz_convert(zone).floor("s").isoformat()
+
+
 def month_add(month: str, k: int) -> str:
     """The month ``k`` months after ``"YYYY-MM"`` (k may be negative)."""
     n = int(month[:4]) * 12 + int(month[5:7]) - 1 + k

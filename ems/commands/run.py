@@ -28,7 +28,7 @@ from ems.billing import check_history_up_to
 from ems.clock import Clock, SimClock, WallClock
 from ems.config import MeterSimulated, SimulatorAdapter, SiteConfig, load_site, peaks_history
 from ems.errors import DataError, Problem
-from ems.timegrid import month_of
+from ems.timegrid import local_iso, month_of
 
 NAME = "run"
 #: the store's state key that says whose data the database holds: REAL or SIMULATED
@@ -116,7 +116,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         clock = SimClock(start if start is not None else pd.Timestamp.now(tz="UTC").floor("s"), args.speed)
     if until is not None and until <= clock.now():
-        raise DataError(Problem("--until", None, "--until", args.until, f"must be after the start {clock.now().floor('s').isoformat()}"))
+        raise DataError(Problem("--until", None, "--until", args.until, f"must be after the start {local_iso(clock.now(), 'UTC')}"))
     found = peaks_history(cfg, args.peaks_history)   # checked before anything starts (the daemon seeds it)
     if found is not None:
         check_history_up_to(found[0], month_of(clock.now(), cfg.tariff.timezone), found[1],
@@ -138,6 +138,6 @@ def run(args: argparse.Namespace) -> int:
               + ("" if http.token else " (read only: no daemon.http.token)"), file=sys.stderr)
     daemon = asyncio.run(run_site(cfg, clock=clock, until=until, signals=True, service=service))
     s = daemon.stats
-    print(f"daemon stopped at {daemon.clock.now().tz_convert(cfg.zone).floor('s').isoformat()}: {s.plans} plans, {s.ticks} dispatch "
+    print(f"daemon stopped at {local_iso(daemon.clock.now(), cfg.zone)}: {s.plans} plans, {s.ticks} dispatch "
           f"ticks, store {daemon.store.url}", file=sys.stderr)
     return 0

@@ -23,7 +23,7 @@ from ems.config import SiteConfig, load_site
 from ems.devices import vehicle_homes
 from ems.errors import ConfigError, Problem
 from ems.store import Store, engine_url, file_bytes
-from ems.timegrid import month_add, month_of
+from ems.timegrid import local_iso, month_add, month_of
 
 NAME = "status"
 HELP = ("show whether the daemon is running, the last plan, each unit and car (SOC, target, departure), the overrides "
@@ -113,18 +113,17 @@ def daemon_state(store: Store, zone, wall: pd.Timestamp) -> dict[str, Any]:
     (no daemon has run on it); ``running`` (None: unknown); ``last_seen``: the wall-clock time of the
     last write and ``age_s`` [real s]; ``alive_within_s``: the age up to which it counts as running;
     ``clock``: the daemon's own time then (simulated when ``speed`` is not 1); ``pid``."""
-    from ems.daemon.overrides import local
     clock = store.get_state("now")
     out: dict[str, Any] = {"state": "never" if clock is None else "unknown", "running": False if clock is None else None,
                            "last_seen": None, "age_s": None, "alive_within_s": None,
-                           "clock": None if clock is None else local(pd.Timestamp(clock), zone), "speed": None, "pid": None}
+                           "clock": None if clock is None else local_iso(pd.Timestamp(clock), zone), "speed": None, "pid": None}
     beat = heartbeat(store, wall)
     if beat is None:
         return out
     hb, age, limit, running = beat
     return {**out, "state": "running" if running else "gone" if hb["running"] else "stopped", "running": running,
-            "last_seen": local(pd.Timestamp(hb["at"]), zone), "age_s": round(age, 1), "alive_within_s": round(limit, 1),
-            "clock": local(pd.Timestamp(hb["clock"]), zone), "speed": hb["speed"], "pid": hb["pid"]}
+            "last_seen": local_iso(pd.Timestamp(hb["at"]), zone), "age_s": round(age, 1), "alive_within_s": round(limit, 1),
+            "clock": local_iso(pd.Timestamp(hb["clock"]), zone), "speed": hb["speed"], "pid": hb["pid"]}
 
 
 def heartbeat(store: Store, wall: pd.Timestamp) -> tuple[dict[str, Any], float, float, bool] | None:
@@ -148,7 +147,6 @@ def units_status(store: Store, cfg: SiteConfig, devices: dict[str, dict[str, Any
     (site-local), ``reachable``, ``plugged``, the ``vehicle`` on it (the newest ``plug`` event's, else
     the unit's only home car), its ``soc_kwh`` and ``soc_pct``, the measured ``power_kw`` (+ charge,
     - discharge), the ``setpoint`` written and its ``reason``."""
-    from ems.daemon.overrides import local
     caps = {v.id: v.capacity_kwh for v in cfg.vehicles}
     homes = vehicle_homes(cfg)
     plugged_in: dict[str, str | None] = {}
@@ -163,7 +161,7 @@ def units_status(store: Store, cfg: SiteConfig, devices: dict[str, dict[str, Any
                 vid = homes[cid][0].id
         soc, cap = row["soc_kwh"], caps.get(vid or "")
         ch, dis = row["setpoint_charge_kw"], row["setpoint_discharge_kw"]
-        out.append({"id": cid, "at": local(pd.Timestamp(row["ts"]), cfg.zone), "reachable": row["plugged"] is not None,
+        out.append({"id": cid, "at": local_iso(pd.Timestamp(row["ts"]), cfg.zone), "reachable": row["plugged"] is not None,
                     "plugged": row["plugged"], "vehicle": vid, "soc_kwh": _rounded(soc),
                     "soc_pct": None if soc is None or not cap else round(100 * soc / cap, 1),
                     "power_kw": None if row["charge_kw"] is None else _rounded(row["charge_kw"] - (row["discharge_kw"] or 0.0), 3),

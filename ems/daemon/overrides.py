@@ -55,6 +55,7 @@ from ems.daemon.links import Links
 from ems.daemon.tracker import Tracker
 from ems.planning import OperatorLimits
 from ems.vehicles import Stay
+from ems.timegrid import local_iso
 from ems.vehicles import stays as vehicle_stays
 
 #: How far ahead an override may reach [days] (a departure, an ``until``).
@@ -161,9 +162,9 @@ class Override:
     def text(self, zone: dt.tzinfo) -> str:
         """One line for the events and the page (English; times local, to the minute)."""
         s = self.spec
-        until = f"until {local(self.expires_at, zone)}"
+        until = f"until {local_iso(self.expires_at, zone)}"
         if isinstance(s, DepartureSpec):
-            return f"{s.vehicle} leaves at {local(self.expires_at, zone)} with {s.target_soc_pct:g} %"
+            return f"{s.vehicle} leaves at {local_iso(self.expires_at, zone)} with {s.target_soc_pct:g} %"
         if isinstance(s, BoostSpec):
             return f"{s.vehicle}: charge now to {s.target_soc_pct:g} %, no discharge, {until}"
         if isinstance(s, PauseSpec):
@@ -175,13 +176,8 @@ class Override:
     def to_json(self, zone: dt.tzinfo) -> dict[str, Any]:
         """The override for the API: spec fields, id, who, when (site-local ISO 8601, to the second)."""
         return {"id": self.id, **self.spec.model_dump(mode="json", exclude={"by"}), "by": self.created_by,
-                "created_at": local(self.created_at, zone), "expires_at": local(self.expires_at, zone),
+                "created_at": local_iso(self.created_at, zone), "expires_at": local_iso(self.expires_at, zone),
                 "text": self.text(zone)}
-
-
-def local(t: pd.Timestamp | dt.datetime, zone: dt.tzinfo) -> str:
-    """``t`` in the site's zone as ISO 8601 with its offset, to the second (``2024-07-08T16:00:00+09:00``)."""
-    return pd.Timestamp(t).tz_convert(zone).floor("s").isoformat()
 
 
 def _hours(a: pd.Timestamp, b: pd.Timestamp) -> float:
@@ -288,7 +284,7 @@ class Overrides:
             return min(now + pd.Timedelta(hours=hours), latest)
         t = pd.Timestamp(ends)
         if not now < t <= latest:
-            raise OverrideError(field, ends.isoformat(), f"a time after now ({local(now, cfg.zone)}) and at most "
+            raise OverrideError(field, ends.isoformat(), f"a time after now ({local_iso(now, cfg.zone)}) and at most "
                                 f"{MAX_AHEAD_DAYS} days ahead, ISO 8601 with an offset")
         return t
 

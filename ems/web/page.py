@@ -18,8 +18,7 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
-from ems.daemon.overrides import local
-from ems.timegrid import WINDOW, window_start
+from ems.timegrid import WINDOW, local_iso, window_start
 
 if TYPE_CHECKING:
     from ems.daemon.core import Daemon
@@ -218,7 +217,7 @@ def chart_svg(d: Daemon, lang: str, actuals: Actuals) -> str:
         out.append(f'<path d="{" ".join(path)}" fill="none" stroke="{colour}" stroke-width="{1.4 if dashed else 2}"{dash}>'
                    f"<title>{escape(label)}</title></path>")
     out.append(f'<line x1="{x(now):.1f}" x2="{x(now):.1f}" y1="{PAD_T}" y2="{PAD_T + h}" stroke="#000" stroke-width="0.8"/>'
-               f'<text x="{x(now) + 3:.1f}" y="{PAD_T + 10}">{escape(text["now"])} {local(now, zone)[11:16]}</text>')
+               f'<text x="{x(now) + 3:.1f}" y="{PAD_T + 10}">{escape(text["now"])} {local_iso(now, zone)[11:16]}</text>')
     legend = [(text["actual_import"], COLOURS["actual"], False)] + [(s[0], s[1], s[2]) for s in series if s[2]]
     for i, (label, colour, dashed) in enumerate(legend):
         lx, ly = PAD_L + (i % 5) * 135, HEIGHT - 22 + (i // 5) * 13

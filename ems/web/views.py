@@ -1,7 +1,7 @@
 """The JSON documents of the API, built from the running daemon (and, for history, its store).
 
 Times are in the site's zone as ISO 8601 with the offset, to the second (``2024-07-08T16:00:05+09:00``,
-:func:`ems.daemon.overrides.local`); power in kW, energy in kWh, SOC in % of the car's capacity,
+:func:`ems.timegrid.local_iso`); power in kW, energy in kWh, SOC in % of the car's capacity,
 money in the tariff's currency, ages in seconds of the daemon's clock (simulated with ``--speed``).
 Each function reads what the daemon holds in memory where it can: the status is read every second
 by the page, on the event loop the dispatch ticks run on.
@@ -16,8 +16,7 @@ import numpy as np
 import pandas as pd
 
 from ems.billing import compute_bill, site_contract_kw
-from ems.daemon.overrides import local
-from ems.timegrid import WINDOW, WINDOW_H
+from ems.timegrid import WINDOW, WINDOW_H, local_iso
 
 if TYPE_CHECKING:
     from ems.config import Vehicle
@@ -52,7 +51,7 @@ def window(d: Daemon, now: pd.Timestamp) -> dict[str, Any]:
     elapsed = min(max(acc.elapsed_h(now), 0.0), WINDOW_H)
     predicted = (cur.import_kwh + acc.last_kw * (WINDOW_H - elapsed)) / WINDOW_H
     alarm = "over" if predicted > target + 1e-6 else "warn" if predicted >= WARN_SHARE * target else "ok"
-    return {"start": local(cur.start, zone), "end": local(cur.start + WINDOW, zone), "elapsed_s": _r(elapsed * 3600, 0),
+    return {"start": local_iso(cur.start, zone), "end": local_iso(cur.start + WINDOW, zone), "elapsed_s": _r(elapsed * 3600, 0),
             "import_kwh": _r(cur.import_kwh), "average_kw": _r(cur.import_kwh / elapsed) if elapsed > 0 else None,
             "import_now_kw": _r(acc.last_kw), "predicted_kw": _r(predicted), "target_kw": _r(target), "alarm": alarm}
 
@@ -76,7 +75,7 @@ def vehicle_status(d: Daemon, v: Vehicle, now: pd.Timestamp) -> dict[str, Any]:
     return {"vehicle": v.id, "capacity_kwh": v.capacity_kwh,
             "soc_pct": _r(100 * soc / v.capacity_kwh, 1) if soc is not None else None, "soc_kwh": _r(soc, 2),
             "target_pct": _r(100 * dep[0] / v.capacity_kwh, 1) if dep else None, "target_kwh": _r(dep[0], 2) if dep else None,
-            "departure": local((now + pd.Timedelta(hours=dep[1])).round("s"), d.cfg.zone) if dep else None,   # hours: a float
+            "departure": local_iso((now + pd.Timedelta(hours=dep[1])).round("s"), d.cfg.zone) if dep else None,   # hours: a float
             "discharge_allowed": not d.overrides.no_discharge(v.id, now),
             "boost_pct": _r(100 * b / v.capacity_kwh, 1) if (b := d.overrides.boost_kwh(v, now)) is not None else None}
 
@@ -99,7 +98,7 @@ def _unit(d: Daemon, u: UnitLink, now: pd.Timestamp, row: pd.Series | None) -> d
                                                  "reason": sp.reason},
             "plan_step": None if row is None else {"charge_kw": _r(float(row[f"{cid}_charge_kw"])),
                                                    "discharge_kw": _r(float(row[f"{cid}_discharge_kw"]))},
-            "last_seen": None if seen is None else local(seen, d.cfg.zone), "heartbeat_age_s": _age_s(now, seen)}
+            "last_seen": None if seen is None else local_iso(seen, d.cfg.zone), "heartbeat_age_s": _age_s(now, seen)}
 
 
 def plan_brief(d: Daemon, now: pd.Timestamp) -> dict[str, Any] | None:
@@ -107,7 +106,7 @@ def plan_brief(d: Daemon, now: pd.Timestamp) -> dict[str, Any] | None:
     p = d.plan
     if p is None:
         return None
-    return {"id": p.plan_id, "created": local(p.created, d.cfg.zone), "start": local(p.start, d.cfg.zone),
+    return {"id": p.plan_id, "created": local_iso(p.created, d.cfg.zone), "start": local_iso(p.start, d.cfg.zone),
             "age_s": _age_s(now, p.created), "mode": p.mode, "peak_kw": _r(p.peak_kw), "following": p.unusable is None,
             "unusable": p.unusable, "solve_s": _r(d.stats.plan_seconds[-1]) if d.stats.plan_seconds else None}
 
@@ -122,11 +121,11 @@ def status(d: Daemon) -> dict[str, Any]:
     units = [_unit(d, u, now, row) for u in d.units]
     where = {x["vehicle"]: x["id"] for x in units if x.get("vehicle") and x["plugged"]}
     return {
-        "site": cfg.site.name, "zone": cfg.site.timezone, "now": local(now, zone), "speed": d.clock.speed,
+        "site": cfg.site.name, "zone": cfg.site.timezone, "now": local_iso(now, zone), "speed": d.clock.speed,
         "daemon": {"started": d.started, "ticks": d.stats.ticks, "plans": d.stats.plans,
-                   "last_tick": None if d.stats.last_tick is None else local(d.stats.last_tick, zone),
+                   "last_tick": None if d.stats.last_tick is None else local_iso(d.stats.last_tick, zone),
                    "last_tick_age_s": _age_s(now, d.stats.last_tick), "store_alarm": d.store.alarm},
-        "grid_up": d.grid_up, "outage_since": None if d.outage_since is None else local(d.outage_since, zone),
+        "grid_up": d.grid_up, "outage_since": None if d.outage_since is None else local_iso(d.outage_since, zone),
         "window": window(d, now), "month": month(d, now), "plan": plan_brief(d, now),
         "meter": {"import_kw": None if reading is None else _r(reading.import_kw),
                   "export_kw": None if reading is None else _r(reading.export_kw), "fault": d.meter_fault,
@@ -141,7 +140,7 @@ def status(d: Daemon) -> dict[str, Any]:
 
 def _columns(frame: pd.DataFrame, zone) -> dict[str, Any]:
     """A frame as ``{"time": [...], "series": {column: [...]}}`` (times local, values rounded, NaN as null)."""
-    return {"time": [local(t, zone) for t in frame.index],
+    return {"time": [local_iso(t, zone) for t in frame.index],
             "series": {str(c): [_r(x) for x in frame[c].to_numpy(dtype=float)] for c in frame.columns}}
 
 
@@ -167,7 +166,7 @@ def forecasts(d: Daemon) -> dict[str, Any] | None:
     start = d.plans.forecasts.step_start(d.clock.now())
     frame = pd.DataFrame({"load_kw": fc.load_kw, "pv_kw": fc.pv_kw, "critical_kw": fc.critical_kw}).loc[start:]
     meta = {k: (v if isinstance(v, (str, int, float, bool)) or v is None else str(v)) for k, v in (fc.meta or {}).items()}
-    return {"origin": local(d.plans.forecasts.origin, d.cfg.zone) if d.plans.forecasts.origin is not None else None,
+    return {"origin": local_iso(d.plans.forecasts.origin, d.cfg.zone) if d.plans.forecasts.origin is not None else None,
             "meta": meta, **_columns(frame, d.cfg.zone)}
 
 
@@ -175,7 +174,7 @@ def events(d: Daemon, limit: int, before: int | None, kind: str | None) -> dict[
     """A page of events, newest first, and the query of the next (older) page (None: no more)."""
     rows = d.store.events(limit=limit, kind=kind, before_id=before)
     zone = d.cfg.zone
-    out = [{"id": r["id"], "time": local(pd.Timestamp(r["ts"]), zone), "kind": r["kind"], "severity": r["severity"],
+    out = [{"id": r["id"], "time": local_iso(pd.Timestamp(r["ts"]), zone), "kind": r["kind"], "severity": r["severity"],
             "message": r["message"], "data": r["data"]} for r in rows]
     nxt = None
     if len(rows) == limit and rows:
@@ -189,9 +188,9 @@ def overrides(d: Daemon, history: bool) -> dict[str, Any]:
     out: dict[str, Any] = {"active": [o.to_json(zone) for o in d.overrides.in_force(now)]}
     if history:
         out["history"] = [{"id": r["id"], "kind": r["kind"], "vehicle": r["vehicle"], **r["spec"], "by": r["created_by"],
-                           "created_at": local(pd.Timestamp(r["created_at"]), zone),
-                           "expires_at": local(pd.Timestamp(r["expires_at"]), zone),
-                           "ended_at": None if r["ended_at"] is None else local(pd.Timestamp(r["ended_at"]), zone),
+                           "created_at": local_iso(pd.Timestamp(r["created_at"]), zone),
+                           "expires_at": local_iso(pd.Timestamp(r["expires_at"]), zone),
+                           "ended_at": None if r["ended_at"] is None else local_iso(pd.Timestamp(r["ended_at"]), zone),
                            "ended_by": r["ended_by"]} for r in d.store.overrides()]
     return out
 
@@ -221,7 +220,7 @@ def bill(d: Daemon) -> dict[str, Any]:
     result = compute_bill(meter, cfg.tariff, peaks)
     this = next(b for b in result.months if b.month == m)
     lost = sum(max(kwh[t][0] - cap_kwh, 0.0) for t in flagged)
-    return {**base, "from": local(index[0], cfg.zone), "to": local(index[-1] + WINDOW, cfg.zone),
+    return {**base, "from": local_iso(index[0], cfg.zone), "to": local_iso(index[-1] + WINDOW, cfg.zone),
             "missing_windows": int(len(index) - len(kwh) - (len(kwh) == 1)), "flagged_windows": len(flagged),
             "flagged_kwh_left_out": _r(lost),
             "bill": {k: (_r(v, 2) if isinstance(v, float) else v) for k, v in vars(this).items()}}
